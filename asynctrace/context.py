@@ -1,0 +1,385 @@
+"""The active span, carried by a ContextVar: ``span()``, ``traced`` and ``current_span()``.
+
+asyncio copies the context into every task (``create_task``, ``gather``,
+``TaskGroup``) and ``asyncio.to_thread`` runs its function in a copy too, so children
+find their parent without any help. This module never imports the tracer: the tracer
+registers itself as the ``Recorder`` that names services, samples and receives ended
+spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+
+from asynctrace._ratelimit import report_internal_error
+from asynctrace.ids import new_span_id, new_trace_id
+from asynctrace.model import DEFAULT_LIMITS, Limits, Span, SpanContext
+
+__all__ = [
+    "ActiveSpan",
+    "Recorder",
+    "current_span",
+    "set_recorder",
+    "span",
+    "traced",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_active: ContextVar[Span | None] = ContextVar("asynctrace_active_span", default=None)
+
+logger = logging.getLogger("asynctrace")
+
+
+class Recorder(Protocol):
+    """What the context layer needs from a tracer: a service name, limits, sampling and
+    a callable that receives every ended span (from any thread; it must not block)."""
+
+    service: str
+    limits: Limits
+    on_end: Callable[[Span], None]
+
+    def should_sample(self) -> bool: ...
+
+
+def _default_service() -> str:
+    return os.environ.get("ASYNCTRACE_SERVICE") or os.environ.get("SERVICE_NAME") or "unknown"
+
+
+class _Unconfigured:
+    """Spans work before ``configure()``; they are just not exported (said once)."""
+
+    limits = DEFAULT_LIMITS
+
+    def __init__(self) -> None:
+        self.service = _default_service()
+        self._warned = False
+        self.on_end: Callable[[Span], None] = self._drop
+
+    def should_sample(self) -> bool:
+        return True
+
+    def _drop(self, span: Span) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "asynctrace: spans are recorded but not exported; call asynctrace.configure()"
+            )
+
+
+_recorder: Recorder = _Unconfigured()
+
+
+def set_recorder(recorder: Recorder | None) -> None:
+    """Route new spans to ``recorder`` (the tracer); ``None`` restores the unconfigured one."""
+    global _recorder
+    _recorder = recorder if recorder is not None else _Unconfigured()
+
+
+def current_span() -> Span | None:
+    """The span active in this task or thread, or None. Never raises, never blocks."""
+    return _active.get()
+
+
+class ActiveSpan(Span):
+    """A span that is also a context manager (``with`` and ``async with``).
+
+    Entering makes it the current span; leaving restores the previous one, records an
+    exception (status error, re-raised unchanged) or a cancellation (``cancelled=true``,
+    re-raised), and ends it.
+    """
+
+    __slots__ = ("_token",)
+
+    _token: Token[Span | None] | None
+
+    def __enter__(self) -> ActiveSpan:
+        self._token = _active.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is not None:
+            self._token = None
+            _reset(token)
+        if exc is not None:
+            _record_exit(self, exc)
+        self.end()
+
+    async def __aenter__(self) -> ActiveSpan:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+def _reset(token: Token[Span | None]) -> None:
+    try:  # noqa: SIM105 - hot path: contextlib.suppress costs a context manager per span
+        _active.reset(token)
+    except (ValueError, RuntimeError):
+        # The span is being ended in another context (an async generator finalised by
+        # the loop, a span handed to another task): that context's active span is not
+        # ours to touch, and it is not an error worth a log line.
+        pass
+
+
+def _record_exit(span: Span, exc: BaseException) -> None:
+    if isinstance(exc, asyncio.CancelledError):
+        span.set_tag("cancelled", "true")
+    elif isinstance(exc, Exception):
+        span.record_exception(exc)
+
+
+def span(
+    operation: str,
+    *,
+    tags: Mapping[str, object] | None = None,
+    kind: str = "internal",
+    service: str | None = None,
+    parent: SpanContext | None = None,
+) -> ActiveSpan:
+    """Start a span, a child of the current span (or of ``parent``, a remote caller).
+
+    The span starts when ``span()`` is called; use the result with ``with`` or
+    ``async with`` to make it current, or call ``end()`` yourself. Never raises.
+    """
+    try:
+        return _start(operation, tags, kind, service, parent)
+    except Exception as exc:
+        report_internal_error("span start failed", exc)
+        return ActiveSpan(new_trace_id(), new_span_id(), None, "unknown", str(operation))
+
+
+def _start(
+    operation: str,
+    tags: Mapping[str, object] | None,
+    kind: str,
+    service: str | None,
+    parent: SpanContext | None,
+) -> ActiveSpan:
+    recorder = _recorder
+    if parent is not None:
+        new = ActiveSpan(
+            parent.trace_id,
+            new_span_id(),
+            parent.span_id,
+            service or recorder.service,
+            operation,
+            kind=kind,
+            is_sampled=parent.is_sampled,
+            is_local_root=True,
+            tracestate=parent.tracestate,
+            limits=recorder.limits,
+            on_end=recorder.on_end,
+        )
+    else:
+        current = _active.get()
+        if current is not None:
+            new = ActiveSpan(
+                current.trace_id,
+                new_span_id(),
+                current.span_id,
+                service or current.service,
+                operation,
+                kind=kind,
+                is_sampled=current.is_sampled,
+                is_local_root=False,
+                tracestate=current.tracestate,
+                limits=recorder.limits,
+                on_end=recorder.on_end,
+            )
+        else:
+            new = ActiveSpan(
+                new_trace_id(),
+                new_span_id(),
+                None,
+                service or recorder.service,
+                operation,
+                kind=kind,
+                is_sampled=recorder.should_sample(),
+                is_local_root=True,
+                limits=recorder.limits,
+                on_end=recorder.on_end,
+            )
+    new._token = None
+    if tags:
+        new.set_tags(tags)
+    return new
+
+
+@overload
+def traced(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def traced(
+    name: str | None = None,
+    /,
+    *,
+    tags: Mapping[str, object] | None = None,
+    kind: str = "internal",
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def traced(
+    func_or_name: Callable[P, R] | str | None = None,
+    /,
+    *,
+    tags: Mapping[str, object] | None = None,
+    kind: str = "internal",
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Trace every call of a coroutine function, async generator function or function.
+
+    ``@traced`` names the span after the function's qualified name;
+    ``@traced("name", tags=...)`` names it explicitly. A coroutine's span covers the
+    awaited call, a generator's the whole iteration (it ends on exhaustion, ``close()``
+    or ``aclose()``). The wrapper keeps the function's signature and metadata.
+    """
+    if callable(func_or_name):
+        return _wrap(func_or_name, None, tags, kind)
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        return _wrap(func, func_or_name, tags, kind)
+
+    return decorate
+
+
+def _wrap(
+    func: Callable[P, R],
+    name: str | None,
+    tags: Mapping[str, object] | None,
+    kind: str,
+) -> Callable[P, R]:
+    operation = name or getattr(func, "__qualname__", None) or repr(func)
+    span_tags = dict(tags) if tags else None
+    wrapper: Callable[..., Any]
+
+    if inspect.isasyncgenfunction(func):
+        wrapper = _async_generator_wrapper(func, operation, span_tags, kind)
+    elif inspect.isgeneratorfunction(func):
+        wrapper = _generator_wrapper(func, operation, span_tags, kind)
+    elif inspect.iscoroutinefunction(func):
+        coroutine_function = cast(Callable[..., Any], func)
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with span(operation, tags=span_tags, kind=kind):
+                return await coroutine_function(*args, **kwargs)
+
+    else:
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with span(operation, tags=span_tags, kind=kind):
+                return func(*args, **kwargs)
+
+    return cast(Callable[P, R], functools.wraps(func)(wrapper))
+
+
+def _async_generator_wrapper(
+    func: Callable[..., Any],
+    operation: str,
+    tags: dict[str, object] | None,
+    kind: str,
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        inner: AsyncGenerator[Any, Any] = func(*args, **kwargs)
+        current = span(operation, tags=tags, kind=kind)
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                # The span is current only while the inner generator runs: setting it
+                # across a ``yield`` would leak it into the consumer's context.
+                token = _active.set(current)
+                try:
+                    if to_throw is not None:
+                        thrown, to_throw = to_throw, None
+                        item = await inner.athrow(thrown)
+                    else:
+                        item = await inner.asend(to_send)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _reset(token)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                _record_exit(current, exc)
+            raise
+        finally:
+            token = _active.set(current)
+            try:
+                await inner.aclose()
+            finally:
+                _reset(token)
+                current.end()
+
+    return wrapper
+
+
+def _generator_wrapper(
+    func: Callable[..., Any],
+    operation: str,
+    tags: dict[str, object] | None,
+    kind: str,
+) -> Callable[..., Generator[Any, Any, Any]]:
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        inner: Generator[Any, Any, Any] = func(*args, **kwargs)
+        current = span(operation, tags=tags, kind=kind)
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                token = _active.set(current)
+                try:
+                    if to_throw is not None:
+                        thrown, to_throw = to_throw, None
+                        item = inner.throw(thrown)
+                    else:
+                        item = inner.send(to_send)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _reset(token)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                _record_exit(current, exc)
+            raise
+        finally:
+            token = _active.set(current)
+            try:
+                inner.close()
+            finally:
+                _reset(token)
+                current.end()
+
+    return wrapper

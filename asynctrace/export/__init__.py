@@ -1,0 +1,17 @@
+"""Getting finished spans out of the process: the exporter protocol and exporters."""
+
+from __future__ import annotations
+
+from asynctrace.export.memory import InMemoryExporter
+from asynctrace.export.protocol import ExportStats, SpanExporter
+from asynctrace.export.queue import ExportQueue
+from asynctrace.export.redis_exporter import RedisCommandError, RedisExporter
+
+__all__ = [
+    "ExportQueue",
+    "ExportStats",
+    "InMemoryExporter",
+    "RedisCommandError",
+    "RedisExporter",
+    "SpanExporter",
+]

@@ -1,0 +1,45 @@
+"""What an exporter is (``SpanExporter``) and how the export path reports its health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from asynctrace.model import Span
+
+__all__ = ["ExportStats", "SpanExporter"]
+
+
+@runtime_checkable
+class SpanExporter(Protocol):
+    """Writes finished spans somewhere. Any object with these two methods is one.
+
+    ``export`` is called from one background task, never on a request path. Raising
+    ``ConnectionError`` or ``TimeoutError`` (builtins) means "nothing was written, try
+    again later": the batch is kept and retried with backoff. Any other exception
+    means the batch is lost; it is counted as dropped.
+    """
+
+    async def export(self, spans: Sequence[Span]) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExportStats:
+    """Health of the export path, as a value the CLI and dashboard can show.
+
+    ``queued``: spans waiting; ``exported``: spans written; ``dropped``: spans lost
+    (queue full, or a batch the exporter rejected); ``failed_batches``: export calls
+    that raised; ``last_error``: the latest failure's one-line text; ``unsampled``:
+    ok spans of unsampled traces, left out by design and not counted as dropped.
+    """
+
+    queued: int
+    exported: int
+    dropped: int
+    failed_batches: int
+    last_error: str | None
+    unsampled: int = 0
+    internal_errors: int = 0

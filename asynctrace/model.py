@@ -1,0 +1,622 @@
+"""Spans, traces and their seed-compatible JSON codec.
+
+The span JSON is camelCase as the original TypeScript tracer wrote it; this module is
+the only place that spelling appears. Decoding is lenient where the seed was (integer
+times, ``parentSpanId`` "" or null, unknown fields) and strict where a bad value could
+travel further (ids are validated, so a corrupt entry never reaches a key or a page).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypedDict
+
+from asynctrace._ratelimit import report_internal_error
+from asynctrace.ids import is_valid_span_id, is_valid_trace_id
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "IndexEntry",
+    "Limits",
+    "Span",
+    "SpanContext",
+    "SpanDecodeError",
+    "SpanDict",
+    "SpanKind",
+    "SpanLog",
+    "SpanLogDict",
+    "SpanStatus",
+    "Trace",
+    "decode_span",
+    "encode_span",
+    "spans_of",
+    "utc_day",
+]
+
+SpanKind = Literal["server", "client", "internal"]
+SpanStatus = Literal["ok", "error"]
+
+_KINDS: frozenset[str] = frozenset(("server", "client", "internal"))
+TRUNCATION_MARK = "…[truncated]"
+DROPPED_TAGS_TAG = "asynctrace.dropped_tags"
+DROPPED_LOGS_TAG = "asynctrace.dropped_logs"
+TRUNCATED_TAG = "asynctrace.truncated"
+
+
+class SpanLogDict(TypedDict):
+    timestamp: float
+    message: str
+    level: str
+
+
+class SpanDict(TypedDict):
+    traceId: str
+    spanId: str
+    parentSpanId: str | None
+    service: str
+    operation: str
+    kind: str
+    startTime: float
+    endTime: float
+    duration: float
+    status: str
+    tags: dict[str, str]
+    logs: list[SpanLogDict]
+
+
+class SpanDecodeError(ValueError):
+    """A stored or imported span is not valid span JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanLog:
+    """One log line attached to a span; ``timestamp`` is Unix epoch milliseconds."""
+
+    timestamp: float
+    message: str
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on what one span may hold; going over is marked on the span, never silent."""
+
+    max_tags: int = 64
+    max_logs: int = 128
+    max_string_length: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_tags", "max_logs", "max_string_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Limits.{name} must be at least 1")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class SpanContext:
+    """A parent span that lives in another process, as read from propagation headers."""
+
+    trace_id: str
+    span_id: str | None
+    is_sampled: bool = True
+    tracestate: str = ""
+
+
+class Span:
+    """One timed operation. Mutable until it ends; it ends exactly once.
+
+    Times are Unix epoch milliseconds (``start_time``, ``end_time``); ``duration`` is
+    milliseconds measured with a monotonic clock, and ``end_time`` is
+    ``start_time + duration``. Tag values are strings. Every mutator is a no-op after
+    the span ended and never raises into the caller.
+    """
+
+    __slots__ = (
+        "_ended",
+        "_on_end",
+        "_start_perf",
+        "duration",
+        "end_time",
+        "is_local_root",
+        "is_sampled",
+        "kind",
+        "limits",
+        "logs",
+        "operation",
+        "parent_span_id",
+        "service",
+        "span_id",
+        "start_time",
+        "status",
+        "tags",
+        "trace_id",
+        "tracestate",
+    )
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service: str
+    operation: str
+    kind: str
+    start_time: float
+    end_time: float
+    duration: float
+    status: str
+    tags: dict[str, str]
+    logs: list[SpanLog]
+    is_sampled: bool
+    is_local_root: bool
+    tracestate: str
+    limits: Limits
+
+    def __init__(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str | None,
+        service: str,
+        operation: str,
+        *,
+        kind: str = "internal",
+        is_sampled: bool = True,
+        is_local_root: bool | None = None,
+        tracestate: str = "",
+        limits: Limits = DEFAULT_LIMITS,
+        on_end: Callable[[Span], None] | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.service = service
+        self.operation = operation
+        self.kind = kind
+        self.status = "ok"
+        self.tags = {}
+        self.logs = []
+        self.is_sampled = is_sampled
+        self.is_local_root = parent_span_id is None if is_local_root is None else is_local_root
+        self.tracestate = tracestate
+        self.limits = limits
+        self._on_end = on_end
+        self._ended = False
+        self.start_time = time.time() * 1000.0
+        self._start_perf = time.perf_counter()
+        self.end_time = self.start_time
+        self.duration = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Span {self.service}:{self.operation} trace={self.trace_id} "
+            f"span={self.span_id} parent={self.parent_span_id} status={self.status}>"
+        )
+
+    @property
+    def is_ended(self) -> bool:
+        """True once ``end()`` ran (or the span was decoded from storage)."""
+        return self._ended
+
+    @property
+    def is_error(self) -> bool:
+        return self.status == "error"
+
+    # -- mutators: guarded, never raise ------------------------------------------
+
+    def _clip(self, text: str) -> str:
+        limit = self.limits.max_string_length
+        if len(text) <= limit:
+            return text
+        self.tags[TRUNCATED_TAG] = "true"
+        return text[:limit] + TRUNCATION_MARK
+
+    def set_tag(self, key: str, value: object) -> None:
+        """Set a tag; the value is stored as a string. Over the limit, the drop is counted."""
+        if self._ended:
+            return
+        try:
+            text = _tag_text(value)
+            key = str(key)
+            tags = self.tags
+            if key not in tags and len(tags) >= self.limits.max_tags:
+                tags[DROPPED_TAGS_TAG] = str(int(tags.get(DROPPED_TAGS_TAG, "0")) + 1)
+                return
+            tags[self._clip(key)] = self._clip(text)
+        except Exception as exc:
+            report_internal_error("set_tag failed", exc)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        """Set several tags at once (see ``set_tag``)."""
+        for key, value in tags.items():
+            self.set_tag(key, value)
+
+    def log(self, message: str, *, level: str = "info", timestamp: float | None = None) -> None:
+        """Attach a log line. ``timestamp`` is epoch ms and defaults to now."""
+        if self._ended:
+            return
+        try:
+            if len(self.logs) >= self.limits.max_logs:
+                self.tags[DROPPED_LOGS_TAG] = str(int(self.tags.get(DROPPED_LOGS_TAG, "0")) + 1)
+                return
+            when = time.time() * 1000.0 if timestamp is None else float(timestamp)
+            self.logs.append(SpanLog(when, self._clip(str(message)), self._clip(str(level))))
+        except Exception as exc:
+            report_internal_error("span log failed", exc)
+
+    def set_status(self, status: str, description: str | None = None) -> None:
+        """Set ``"ok"`` or ``"error"``; an error may carry a description, logged at error."""
+        if self._ended:
+            return
+        if status not in ("ok", "error"):
+            report_internal_error("invalid span status", detail="expected 'ok' or 'error'")
+            return
+        self.status = status
+        if status == "error":
+            self.tags["error"] = "true"
+            if description:
+                self.log(description, level="error")
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Mark the span failed by ``exc``: status error, ``error=true``, a log line."""
+        if self._ended:
+            return
+        try:
+            self.status = "error"
+            self.tags["error"] = "true"
+            self.set_tag("error.type", type(exc).__name__)
+            text = str(exc)
+            self.log(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, level="error")
+        except Exception as inner:
+            report_internal_error("record_exception failed", inner)
+
+    def end(self) -> None:
+        """End the span and hand it to the exporter. Idempotent; never raises."""
+        if self._ended:
+            return
+        self._ended = True
+        self.duration = (time.perf_counter() - self._start_perf) * 1000.0
+        self.end_time = self.start_time + self.duration
+        on_end = self._on_end
+        if on_end is not None:
+            self._on_end = None
+            try:
+                on_end(self)
+            except Exception as exc:
+                report_internal_error("span export hand-off failed", exc)
+
+    # -- codec --------------------------------------------------------------------
+
+    def to_dict(self) -> SpanDict:
+        """The span as seed-compatible span JSON (a dict ready for ``json.dumps``)."""
+        return {
+            "traceId": self.trace_id,
+            "spanId": self.span_id,
+            "parentSpanId": self.parent_span_id,
+            "service": self.service,
+            "operation": self.operation,
+            "kind": self.kind,
+            "startTime": round(self.start_time, 3),
+            "endTime": round(self.end_time, 3),
+            "duration": round(self.duration, 3),
+            "status": self.status,
+            "tags": self.tags,
+            "logs": [
+                {"timestamp": round(log.timestamp, 3), "message": log.message, "level": log.level}
+                for log in self.logs
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Span:
+        """Build an ended span from span JSON, as written by asynctrace or the seed tracer.
+
+        Raises ``SpanDecodeError`` when a required field is missing or invalid.
+        """
+        if not isinstance(data, Mapping):
+            raise SpanDecodeError("a span must be a JSON object")
+        trace_id = _id(data.get("traceId"), "traceId", is_valid_trace_id)
+        span_id = _id(data.get("spanId"), "spanId", is_valid_span_id)
+        raw_parent = data.get("parentSpanId")
+        parent = (
+            None if raw_parent in (None, "") else _id(raw_parent, "parentSpanId", is_valid_span_id)
+        )
+        start = _number(data.get("startTime"), "startTime")
+        duration_raw = data.get("duration")
+        if duration_raw is None:
+            duration = _number(data.get("endTime"), "endTime") - start
+        else:
+            duration = _number(duration_raw, "duration")
+        if duration < 0:
+            raise SpanDecodeError("duration must not be negative")
+        status = data.get("status", "ok")
+        if status not in ("ok", "error"):
+            raise SpanDecodeError("status must be 'ok' or 'error'")
+        kind = data.get("kind")
+        span = cls.__new__(cls)
+        span.trace_id = trace_id
+        span.span_id = span_id
+        span.parent_span_id = parent
+        span.service = _text(data.get("service", "unknown"), "service")
+        span.operation = _text(data.get("operation", ""), "operation")
+        span.kind = kind if isinstance(kind, str) and kind in _KINDS else "internal"
+        span.start_time = start
+        span.duration = duration
+        span.end_time = start + duration
+        span.status = status
+        span.tags = _decode_tags(data.get("tags"))
+        span.logs = _decode_logs(data.get("logs"))
+        span.is_sampled = True
+        span.is_local_root = parent is None
+        span.tracestate = ""
+        span.limits = DEFAULT_LIMITS
+        span._on_end = None
+        span._ended = True
+        span._start_perf = 0.0
+        return span
+
+
+def _tag_text(value: object) -> str:
+    # The seed was JavaScript: String(true) is "true", keep that for readers of both.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _id(value: object, name: str, is_valid: Callable[[object], bool]) -> str:
+    if isinstance(value, str):
+        value = value.lower()
+        if is_valid(value):
+            return value
+    raise SpanDecodeError(f"{name} is not a valid id")
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpanDecodeError(f"{name} must be a number")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SpanDecodeError(f"{name} must be finite")
+    return number
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise SpanDecodeError(f"{name} must be a string")
+    return value
+
+
+def _decode_tags(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpanDecodeError("tags must be an object")
+    return {str(key): _tag_text(item) for key, item in value.items()}
+
+
+def _decode_logs(value: object) -> list[SpanLog]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpanDecodeError("logs must be a list")
+    logs = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise SpanDecodeError("a log entry must be an object")
+        logs.append(
+            SpanLog(
+                _number(item.get("timestamp"), "log timestamp"),
+                _text(item.get("message", ""), "log message"),
+                _text(item.get("level", "info"), "log level"),
+            )
+        )
+    return logs
+
+
+def encode_span(span: Span) -> str:
+    """Compact span JSON, as the seed's ``JSON.stringify`` wrote it."""
+    return json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_span(raw: str | bytes) -> Span:
+    """Parse one span JSON entry. Raises ``SpanDecodeError`` for anything invalid."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SpanDecodeError("not valid JSON") from exc
+    return Span.from_dict(data)
+
+
+def utc_day(epoch_ms: float) -> str:
+    """The UTC calendar day (``YYYY-MM-DD``) of an epoch-millisecond time."""
+    return datetime.fromtimestamp(epoch_ms / 1000.0, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the trace index keeps of one local-root or error span, for listing and search."""
+
+    trace_id: str
+    span_id: str
+    service: str
+    operation: str
+    status: str
+    duration: float
+    start_time: float
+    is_root: bool
+    error: str = ""
+
+    @classmethod
+    def of(cls, span: Span) -> IndexEntry:
+        error = ""
+        if span.status == "error":
+            error = next((log.message for log in span.logs if log.level == "error"), "error")
+        return cls(
+            span.trace_id,
+            span.span_id,
+            span.service,
+            span.operation,
+            span.status,
+            span.duration,
+            span.start_time,
+            span.parent_span_id is None,
+            error[:512],
+        )
+
+    def encode(self) -> str:
+        return json.dumps(
+            [
+                self.trace_id,
+                self.span_id,
+                self.service,
+                self.operation,
+                self.status,
+                round(self.duration, 3),
+                round(self.start_time, 3),
+                int(self.is_root),
+                self.error,
+            ],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> IndexEntry:
+        """Raises ``SpanDecodeError`` for an entry that is not an index entry."""
+        try:
+            items = json.loads(raw)
+            trace_id, span_id, service, operation, status, duration, start, is_root, error = items
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise SpanDecodeError("not a trace index entry") from exc
+        return cls(
+            _id(trace_id, "traceId", is_valid_trace_id),
+            _id(span_id, "spanId", is_valid_span_id),
+            _text(service, "service"),
+            _text(operation, "operation"),
+            "error" if status == "error" else "ok",
+            _number(duration, "duration"),
+            _number(start, "startTime"),
+            bool(is_root),
+            _text(error, "error"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """All stored spans of one trace, arranged as a tree.
+
+    ``spans`` are sorted by start time. ``root`` is the span without a parent or, when
+    that span is missing, the earliest span whose parent is missing. ``orphans`` are
+    the other spans whose parent is not in the trace: they are kept and shown at the
+    top level, never lost. ``corrupt_entries`` counts stored entries that could not
+    be decoded and were skipped.
+    """
+
+    trace_id: str
+    spans: tuple[Span, ...]
+    root: Span
+    orphans: tuple[Span, ...]
+    children: Mapping[str, tuple[Span, ...]]
+    services: tuple[str, ...]
+    has_errors: bool
+    total_duration: float
+    start_time: float
+    corrupt_entries: int = 0
+    duplicate_spans: int = 0
+    by_id: Mapping[str, Span] = field(default_factory=dict)
+
+    @property
+    def is_complete(self) -> bool:
+        """True when the trace has its true root and no orphans."""
+        return self.root.parent_span_id is None and not self.orphans
+
+    @classmethod
+    def from_spans(cls, spans: Iterable[Span], *, corrupt_entries: int = 0) -> Trace:
+        """Arrange spans of one trace. Raises ``ValueError`` for no spans or mixed traces."""
+        by_id: dict[str, Span] = {}
+        duplicates = 0
+        for span in spans:
+            if span.span_id in by_id:
+                duplicates += 1
+                continue
+            by_id[span.span_id] = span
+        if not by_id:
+            raise ValueError("a trace needs at least one span")
+        ordered = tuple(sorted(by_id.values(), key=lambda s: (s.start_time, s.span_id)))
+        trace_ids = {span.trace_id for span in ordered}
+        if len(trace_ids) != 1:
+            raise ValueError("spans of several traces cannot form one trace")
+
+        detached = [s for s in ordered if s.parent_span_id is None or s.parent_span_id not in by_id]
+        true_roots = [s for s in detached if s.parent_span_id is None]
+        root = true_roots[0] if true_roots else detached[0] if detached else ordered[0]
+        orphans = tuple(s for s in detached if s is not root)
+        detached_ids = {s.span_id for s in detached}
+
+        children: dict[str, list[Span]] = {}
+        for span in ordered:
+            if span.span_id in detached_ids or span.parent_span_id is None:
+                continue
+            children.setdefault(span.parent_span_id, []).append(span)
+
+        services: dict[str, None] = {}
+        for span in ordered:
+            services.setdefault(span.service, None)
+        start = min(s.start_time for s in ordered)
+        if root.parent_span_id is None:
+            total = root.duration
+        else:
+            total = max(s.end_time for s in ordered) - start
+        return cls(
+            trace_id=ordered[0].trace_id,
+            spans=ordered,
+            root=root,
+            orphans=orphans,
+            children={key: tuple(value) for key, value in children.items()},
+            services=tuple(services),
+            has_errors=any(s.status == "error" for s in ordered),
+            total_duration=total,
+            start_time=start,
+            corrupt_entries=corrupt_entries,
+            duplicate_spans=duplicates,
+            by_id=by_id,
+        )
+
+    def children_of(self, span: Span) -> tuple[Span, ...]:
+        """Direct children of ``span``, by start time."""
+        return self.children.get(span.span_id, ())
+
+    def depth_first(self) -> list[tuple[Span, int]]:
+        """Every span once with its depth: the root's tree, then each orphan's tree."""
+        out: list[tuple[Span, int]] = []
+        seen: set[str] = set()
+        for top in (self.root, *self.orphans):
+            stack = [(top, 0)]
+            while stack:
+                span, depth = stack.pop()
+                if span.span_id in seen:  # a cycle in corrupt data must not loop forever
+                    continue
+                seen.add(span.span_id)
+                out.append((span, depth))
+                stack.extend((child, depth + 1) for child in reversed(self.children_of(span)))
+        # Spans only reachable through a cycle (a -> b -> a) are still shown.
+        out.extend((span, 0) for span in self.spans if span.span_id not in seen)
+        return out
+
+
+def spans_of(entries: Sequence[str | bytes]) -> tuple[list[Span], int]:
+    """Decode stored entries, skipping (and counting) the corrupt ones."""
+    spans: list[Span] = []
+    corrupt = 0
+    for raw in entries:
+        try:
+            spans.append(decode_span(raw))
+        except SpanDecodeError:
+            corrupt += 1
+    return spans, corrupt

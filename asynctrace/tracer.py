@@ -1,0 +1,231 @@
+"""Configuration, sampling and limits; hands finished spans to the export queue.
+
+``configure()`` builds the process-wide ``Tracer`` and registers it with the context
+layer as the ``Recorder`` that receives ended spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import replace
+
+from asynctrace import context, keys
+from asynctrace._ratelimit import report_internal_error
+from asynctrace.export import ExportQueue, ExportStats, RedisExporter, SpanExporter
+from asynctrace.model import DEFAULT_LIMITS, Limits, Span
+
+__all__ = [
+    "Tracer",
+    "configure",
+    "flush",
+    "get_tracer",
+    "reset_tracer",
+    "shutdown",
+    "stats",
+]
+
+logger = logging.getLogger("asynctrace")
+
+
+class Tracer:
+    """The process's tracing settings and its export path.
+
+    Spans of unsampled traces are not exported, except error spans (tagged
+    ``sampling.kept=error``); they are counted as ``unsampled``, not as dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str | None = None,
+        redis_url: str | None = None,
+        exporter: SpanExporter | None = None,
+        sample_rate: float = 1.0,
+        slow_threshold_ms: float = 1000.0,
+        trace_ttl_s: int = keys.TRACE_TTL_S,
+        prefix: str = keys.DEFAULT_PREFIX,
+        limits: Limits = DEFAULT_LIMITS,
+        max_queue: int = 20_000,
+        batch_size: int = 256,
+        max_delay_s: float = 0.2,
+    ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError("sample_rate must be between 0.0 and 1.0")
+        self.service = (
+            service
+            or os.environ.get("ASYNCTRACE_SERVICE")
+            or os.environ.get("SERVICE_NAME")
+            or "unknown"
+        )
+        self.redis_url = redis_url if redis_url is not None else os.environ.get("REDIS_URL")
+        self.sample_rate = sample_rate
+        self.slow_threshold_ms = slow_threshold_ms
+        self.limits = limits
+        if exporter is None and self.redis_url:
+            exporter = RedisExporter(
+                self.redis_url,
+                prefix=prefix,
+                slow_threshold_ms=slow_threshold_ms,
+                trace_ttl_s=trace_ttl_s,
+            )
+        self.exporter = exporter
+        self.queue = (
+            ExportQueue(
+                exporter, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+            )
+            if exporter is not None
+            else None
+        )
+        self._unsampled = 0
+        self._warned_unexported = False
+        # The context layer calls this for every ended span; bind it once.
+        self.on_end: Callable[[Span], None] = self._on_end
+
+    def should_sample(self) -> bool:
+        """Head sampling for a new trace: keep it with probability ``sample_rate``."""
+        rate = self.sample_rate
+        return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
+
+    def _on_end(self, span: Span) -> None:
+        queue = self.queue
+        if queue is None:
+            if not self._warned_unexported:
+                self._warned_unexported = True
+                logger.warning(
+                    "asynctrace: no redis_url, REDIS_URL or exporter configured; "
+                    "spans are recorded but not exported"
+                )
+            return
+        if span.is_sampled:
+            queue.append(span)
+        elif span.status == "error":
+            span.tags["sampling.kept"] = "error"
+            queue.append(span)
+        else:
+            self._unsampled += 1
+
+    def start(self) -> None:
+        """Start the export task on the running loop, if there is one."""
+        if self.queue is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started by the first span that ends inside a loop
+        self.queue.start()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Export everything finished so far; True when all of it was written."""
+        if self.queue is None:
+            return True
+        return await self.queue.flush(timeout_s)
+
+    async def shutdown(self, timeout_s: float = 5.0) -> bool:
+        """Flush within ``timeout_s``, then stop exporting. True when nothing was lost."""
+        if self.queue is None:
+            return True
+        return await self.queue.shutdown(timeout_s)
+
+    def stats(self) -> ExportStats:
+        """Export health: queued, exported, dropped, failed batches, last error."""
+        if self.queue is None:
+            return ExportStats(0, 0, 0, 0, None, unsampled=self._unsampled)
+        return replace(self.queue.stats(), unsampled=self._unsampled)
+
+
+_tracer: Tracer | None = None
+_retired: set[asyncio.Task[bool]] = set()
+
+
+def configure(
+    service: str | None = None,
+    redis_url: str | None = None,
+    *,
+    exporter: SpanExporter | None = None,
+    sample_rate: float = 1.0,
+    slow_threshold_ms: float = 1000.0,
+    trace_ttl_s: int = keys.TRACE_TTL_S,
+    prefix: str = keys.DEFAULT_PREFIX,
+    limits: Limits = DEFAULT_LIMITS,
+    max_queue: int = 20_000,
+    batch_size: int = 256,
+    max_delay_s: float = 0.2,
+) -> Tracer:
+    """Configure tracing for this process and return the ``Tracer``.
+
+    ``service`` defaults to ``$ASYNCTRACE_SERVICE``, then ``$SERVICE_NAME``, then
+    ``"unknown"``; ``redis_url`` to ``$REDIS_URL``. Calling again reconfigures: the
+    previous tracer is flushed and shut down in the background. Raises ``ValueError``
+    for invalid settings; never connects synchronously.
+    """
+    global _tracer
+    tracer = Tracer(
+        service=service,
+        redis_url=redis_url,
+        exporter=exporter,
+        sample_rate=sample_rate,
+        slow_threshold_ms=slow_threshold_ms,
+        trace_ttl_s=trace_ttl_s,
+        prefix=prefix,
+        limits=limits,
+        max_queue=max_queue,
+        batch_size=batch_size,
+        max_delay_s=max_delay_s,
+    )
+    previous, _tracer = _tracer, tracer
+    context.set_recorder(tracer)
+    if previous is not None:
+        _retire(previous)
+    tracer.start()
+    return tracer
+
+
+def _retire(previous: Tracer) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(previous.shutdown(), name="asynctrace-retire")
+    _retired.add(task)
+    task.add_done_callback(_retired.discard)
+
+
+def get_tracer() -> Tracer | None:
+    """The configured tracer, or None before ``configure()``."""
+    return _tracer
+
+
+async def flush(timeout_s: float | None = None) -> bool:
+    """Push every span finished so far. True when all were written; never raises."""
+    try:
+        return True if _tracer is None else await _tracer.flush(timeout_s)
+    except Exception as exc:
+        report_internal_error("flush failed", exc)
+        return False
+
+
+async def shutdown(timeout_s: float = 5.0) -> bool:
+    """Flush within ``timeout_s``, then stop the exporter. True when nothing was lost."""
+    try:
+        return True if _tracer is None else await _tracer.shutdown(timeout_s)
+    except Exception as exc:
+        report_internal_error("shutdown failed", exc)
+        return False
+
+
+def stats() -> ExportStats:
+    """Exporter health: queued, exported, dropped, failed_batches, last_error."""
+    if _tracer is None:
+        return ExportStats(0, 0, 0, 0, None)
+    return _tracer.stats()
+
+
+def reset_tracer() -> None:
+    """Forget the configured tracer (for tests); spans go unexported again."""
+    global _tracer
+    _tracer = None
+    context.set_recorder(None)
