@@ -46,7 +46,7 @@ async def redis(
     if request.param == "fake":
         client: aioredis.Redis = fakeredis.FakeAsyncRedis()
     else:
-        redis_server.start()
+        await redis_server.start_async()
         client = aioredis.Redis.from_url(redis_server.url)
         await client.flushdb()
     try:
