@@ -1,0 +1,409 @@
+"""Trace context headers: W3C ``traceparent``/``tracestate`` and ``X-Trace-ID``/``X-Span-ID``.
+
+Rules follow the W3C Trace Context Recommendation (23 November 2021,
+https://www.w3.org/TR/2021/REC-trace-context-1-20211123/); section numbers in the
+comments point into it. Everything that reads a header validates before an id leaves
+this module, and nothing here raises: a header that is absent, malformed or of the
+wrong type reads as "no parent", so the caller starts a new trace.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import cast
+
+from asynctrace._ratelimit import report_internal_error
+from asynctrace.context import current_span
+from asynctrace.ids import is_valid_span_id, is_valid_trace_id
+from asynctrace.model import Span, SpanContext
+
+__all__ = [
+    "SPAN_ID_HEADER",
+    "TRACEPARENT_HEADER",
+    "TRACESTATE_HEADER",
+    "TRACE_ID_HEADER",
+    "extract",
+    "format_traceparent",
+    "inject",
+    "parse_traceparent",
+    "parse_tracestate",
+    "trace_headers",
+]
+
+# W3C §3.2.1/§3.3.1: receivers accept any case, senders SHOULD use lowercase.
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
+# The seed tracer's headers, spelled as DESIGN.md fixes them.
+TRACE_ID_HEADER = "X-Trace-ID"
+SPAN_ID_HEADER = "X-Span-ID"
+
+_LOWER_TRACE_ID_HEADER = TRACE_ID_HEADER.lower()
+_LOWER_SPAN_ID_HEADER = SPAN_ID_HEADER.lower()
+_READ_NAMES = frozenset(
+    (TRACEPARENT_HEADER, TRACESTATE_HEADER, _LOWER_TRACE_ID_HEADER, _LOWER_SPAN_ID_HEADER)
+)
+_READ_NAME_LENGTHS = frozenset(len(name) for name in _READ_NAMES)
+
+# W3C §3.2.2: version 00 is exactly "vv-" + 32 + "-" + 16 + "-" + 2 = 55 characters.
+_TRACEPARENT_LENGTH = 55
+# W3C §3.2.4: future versions may be longer, but "only disallow prohibitively large
+# headers". Anything past this is not worth stripping or scanning.
+_MAX_TRACEPARENT_LENGTH = 512
+_TRACEPARENT_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
+# The sampled flag is bit 0 of trace-flags (W3C §3.2.2.5.1): it is set exactly when
+# the last hex digit is odd, which spares an int() call on the hot path.
+_ODD_HEX_DIGITS = frozenset("13579bdf")
+# RFC 7230 §3.2.3 OWS: spaces and horizontal tabs, nothing else.
+_OWS = " \t"
+
+# W3C §3.3.1.5: vendors SHOULD propagate at least 512 characters; that is also the
+# most we propagate, so a span never carries more than this much of someone's state.
+_MAX_PROPAGATED_TRACESTATE = 512
+# W3C §3.3.1.5: entries longer than this are the first to go when truncating.
+_LARGE_TRACESTATE_ENTRY = 128
+# W3C §3.3.1.2: at most 32 list-members. Empty members are dropped and not counted
+# (§3.3.1.1 allows them because combining header lines produces them).
+_MAX_TRACESTATE_MEMBERS = 32
+# Caps checked before any parsing, so a hostile header costs O(cap) at most. The
+# largest valid value is 32 members of 513 characters plus 31 commas (16 447
+# characters); twice that leaves room for OWS and empty members.
+_MAX_TRACESTATE_INPUT = 32 * 1024
+_MAX_TRACESTATE_PIECES = 4 * _MAX_TRACESTATE_MEMBERS
+# A 32-digit id with generous OWS around it; longer values are rejected unread.
+_MAX_ID_HEADER_LENGTH = 64
+
+# W3C §3.3.1.3.1 (Level 1 ABNF):
+#   simple-key       = lcalpha 0*255( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
+#   multi-tenant-key = tenant-id "@" system-id
+#   tenant-id        = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
+#   system-id        = lcalpha 0*13( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
+# The note under it says "begin with a lowercase letter or a digit"; the editors
+# confirmed the ABNF is meant (w3c/trace-context#576): only a tenant-id may start
+# with a digit.
+_TRACESTATE_KEY = re.compile(
+    r"[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
+)
+_MAX_TRACESTATE_VALUE = 256
+
+
+def parse_traceparent(value: str) -> SpanContext | None:
+    """Parse a ``traceparent`` header value; None when it is not valid.
+
+    Implements W3C §3.2.2 (field grammar) and §3.2.4 (future versions). The result
+    has ``tracestate=""``; ``extract()`` attaches the tracestate. Never raises, for
+    any input type.
+    """
+    try:
+        fields = _traceparent_fields(value)
+        return None if fields is None else SpanContext(*fields, "")
+    except Exception as exc:
+        report_internal_error("traceparent parsing failed", exc)
+        return None
+
+
+def parse_tracestate(values: str | Sequence[str]) -> str:
+    """Validate ``tracestate`` header lines and return the value to pass on, or "".
+
+    Several lines are combined in order with commas (W3C §3.3.1.1, RFC 7230 §3.2.2).
+    The whole header is dropped ("") when any list-member is malformed, a key repeats
+    (§3.3.1.4) or there are more than 32 members (§3.3.1.2); empty and
+    whitespace-only members are allowed and dropped. The result is the members
+    joined by "," without OWS, cut to at most 512 characters by dropping whole
+    entries as §3.3.1.5 says. Never raises.
+    """
+    try:
+        combined = _combine(values)
+        if combined is None:
+            return ""
+        pieces = combined.split(",")
+        if len(pieces) > _MAX_TRACESTATE_PIECES:
+            return ""
+        members: list[str] = []
+        keys: set[str] = set()
+        for piece in pieces:
+            # §3.3.1.1: spaces and tabs around a list-member are ignored. A value
+            # may start with spaces (kept) but must end with a non-space (§3.3.1.3.2),
+            # so trailing spaces are OWS and go too.
+            member = piece.strip(_OWS)
+            if not member:
+                continue
+            key, equals, member_value = member.partition("=")
+            if not equals or key in keys or not _is_tracestate_member(key, member_value):
+                return ""
+            keys.add(key)
+            members.append(member)
+            if len(members) > _MAX_TRACESTATE_MEMBERS:
+                return ""
+        return _truncate_tracestate(members)
+    except Exception as exc:
+        report_internal_error("tracestate parsing failed", exc)
+        return ""
+
+
+def format_traceparent(trace_id: str, span_id: str, *, is_sampled: bool) -> str:
+    """Format a version-00 ``traceparent`` value.
+
+    The ids are not checked: pass ids made by ``asynctrace.ids`` or read by
+    ``parse_traceparent``. Only the sampled flag is set; W3C §3.2.2.5.2 says the
+    other flags MUST be zero.
+    """
+    return f"00-{trace_id}-{span_id}-{'01' if is_sampled else '00'}"
+
+
+def extract(headers: Mapping[str, str]) -> SpanContext | None:
+    """Read the caller's trace context from incoming request headers; None when absent.
+
+    ``headers`` may be any mapping: aiohttp's ``CIMultiDictProxy`` (read with
+    ``getall``, so repeated header lines are seen) or a plain dict (names matched in
+    any case). A valid ``traceparent`` wins and brings its ``tracestate`` with it;
+    otherwise a valid ``X-Trace-ID`` (either case, stored lowercase) with an optional
+    ``X-Span-ID`` is used, sampled. Repeated differing ``traceparent`` lines make it
+    invalid (the W3C test suite expects a restart). Everything invalid gives None, so
+    the caller starts a new trace. Never raises.
+    """
+    try:
+        lines = _header_lines(headers)
+        traceparent = _traceparent_fields(_single(lines(TRACEPARENT_HEADER, ())))
+        if traceparent is not None:
+            # §3.3: tracestate is parsed only once traceparent is valid, and a bad
+            # tracestate never invalidates the traceparent.
+            trace_id, span_id, is_sampled = traceparent
+            tracestate = _tracestate_of(lines(TRACESTATE_HEADER, ()))
+            return SpanContext(trace_id, span_id, is_sampled, tracestate)
+        seed_trace_id = _hex_id(_single(lines(_LOWER_TRACE_ID_HEADER, ())), 32)
+        if seed_trace_id is None:
+            return None
+        seed_span_id = _hex_id(_single(lines(_LOWER_SPAN_ID_HEADER, ())), 16)
+        return SpanContext(seed_trace_id, seed_span_id, True, "")
+    except Exception as exc:
+        report_internal_error("trace header extraction failed", exc)
+        return None
+
+
+def inject(headers: MutableMapping[str, str], span: Span | SpanContext | None = None) -> None:
+    """Add trace context headers for ``span`` (default: the current span) to ``headers``.
+
+    Sets ``traceparent`` (the span's own id as parent-id), ``tracestate`` (when the
+    span carries one), ``X-Trace-ID`` and ``X-Span-ID``. A header the caller already
+    set, in any case, is left alone; so is ``tracestate`` when the caller set their
+    own ``traceparent``, and ``X-Span-ID`` when they set ``X-Trace-ID``, so a pair
+    never mixes two traces. Outside a span nothing is added. Never raises.
+    """
+    try:
+        target = span if span is not None else current_span()
+        if target is None:
+            return
+        new = _headers_for(target)
+        if not new:
+            return
+        # Typed as objects: a caller's mapping may hold non-str names at runtime.
+        names: Iterable[object] = headers
+        present = {name.lower() for name in names if isinstance(name, str)}
+        if TRACEPARENT_HEADER in present:
+            present.add(TRACESTATE_HEADER)
+        if _LOWER_TRACE_ID_HEADER in present:
+            present.add(_LOWER_SPAN_ID_HEADER)
+        for name, value in new.items():
+            if name.lower() not in present:
+                headers[name] = value
+    except Exception as exc:
+        report_internal_error("trace header injection failed", exc)
+
+
+def trace_headers(span: Span | SpanContext | None = None) -> dict[str, str]:
+    """A new dict of the headers ``inject()`` would add for ``span`` (default: current).
+
+    Empty outside a span. For a manual outgoing call:
+    ``await session.get(url, headers=asynctrace.trace_headers())``. Never raises.
+    """
+    try:
+        target = span if span is not None else current_span()
+        if target is None:
+            return {}
+        return _headers_for(target)
+    except Exception as exc:
+        report_internal_error("trace header injection failed", exc)
+        return {}
+
+
+def _headers_for(span: Span | SpanContext) -> dict[str, str]:
+    # Ids are checked again on the way out: a SpanContext may be built by hand, and
+    # a header value must never carry a newline into someone's request.
+    trace_id = span.trace_id
+    if not is_valid_trace_id(trace_id):
+        return {}
+    span_id = span.span_id
+    if span_id is None or not is_valid_span_id(span_id):
+        # Without a parent-id there is no traceparent, and W3C §4.2 says a
+        # tracestate without a traceparent is invalid: send the seed header only.
+        return {TRACE_ID_HEADER: trace_id}
+    headers = {
+        TRACEPARENT_HEADER: format_traceparent(trace_id, span_id, is_sampled=bool(span.is_sampled))
+    }
+    tracestate = _outgoing_tracestate(span.tracestate)
+    if tracestate:
+        headers[TRACESTATE_HEADER] = tracestate
+    headers[TRACE_ID_HEADER] = trace_id
+    headers[SPAN_ID_HEADER] = span_id
+    return headers
+
+
+def _outgoing_tracestate(value: object) -> str:
+    """The span's tracestate, re-validated only when it could not have come from us.
+
+    ``parse_tracestate`` output is printable ASCII of at most 512 characters, so that
+    cheap check passes it straight through; anything else (set by hand) goes through
+    the full parser, which drops what the spec would not allow.
+    """
+    if not isinstance(value, str) or not value:
+        return ""
+    if len(value) <= _MAX_PROPAGATED_TRACESTATE and value.isascii() and value.isprintable():
+        return value
+    return parse_tracestate(value)
+
+
+def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
+    """(trace_id, parent_id, is_sampled) of a valid traceparent, else None."""
+    if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_LENGTH:
+        return None
+    # Header values may arrive with OWS around them (RFC 7230 §3.2.4); the W3C test
+    # suite sends " 00-...-01 \t" and expects it to be accepted.
+    text = value.strip(_OWS)
+    size = len(text)
+    version = text[:2]
+    if version == "00":
+        # §3.2.2.2: version 00 is exactly version-format, nothing after the flags.
+        if size != _TRACEPARENT_LENGTH:
+            return None
+    elif (
+        # §3.2.4: a higher version is parsed as 00 when it is at least 55 long and
+        # the flags are followed by the end or a dash; §3.2.2.1: ff is invalid.
+        size < _TRACEPARENT_LENGTH
+        or version == "ff"
+        or (size > _TRACEPARENT_LENGTH and text[_TRACEPARENT_LENGTH] != "-")
+    ):
+        return None
+    # §3.2.2: version, trace-id, parent-id and flags are lowercase hex (HEXDIGLC) of
+    # 2, 32, 16 and 2 digits, dash-separated. One anchored match checks all of it in
+    # C, faster than per-field charset checks.
+    if _TRACEPARENT_FIELDS.match(text) is None:
+        return None
+    trace_id = text[3:35]
+    span_id = text[36:52]
+    # §3.2.2.3/§3.2.2.4: all-zero ids are invalid and the header MUST be ignored.
+    # With the match above this is exactly ids.is_valid_trace_id/is_valid_span_id.
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None
+    return trace_id, span_id, text[54] in _ODD_HEX_DIGITS
+
+
+def _header_lines(headers: object) -> Callable[[str, Sequence[object]], Sequence[object]]:
+    """``lines(name, default)``: every line of a header, by lowercase name, in any case.
+
+    A multidict (aiohttp's ``CIMultiDictProxy``) answers with its own ``getall``,
+    which is case-insensitive and keeps repeated lines apart. Any other mapping is
+    read in one pass over its items, keeping only the four names this module reads.
+    """
+    getall = getattr(headers, "getall", None)
+    if callable(getall):
+        return cast("Callable[[str, Sequence[object]], Sequence[object]]", getall)
+    found: dict[str, list[object]] = {}
+    items = getattr(headers, "items", None)
+    if callable(items):
+        for key, value in items():
+            # The length test skips most unrelated headers before lowercasing them.
+            if isinstance(key, str) and len(key) in _READ_NAME_LENGTHS:
+                name = key.lower()
+                if name in _READ_NAMES:
+                    found.setdefault(name, []).append(value)
+    return found.get
+
+
+def _single(values: Sequence[object]) -> object:
+    """The header's value, or None when absent or sent as several differing lines.
+
+    traceparent and the X- headers are single values, not lists (RFC 7230 §3.2.2
+    forbids repeating them); identical repeats are harmless, differing ones are
+    ambiguous and read as invalid.
+    """
+    if not values:
+        return None
+    first = values[0]
+    for other in values[1:]:
+        if other != first:
+            return None
+    return first
+
+
+def _hex_id(value: object, length: int) -> str | None:
+    """An X-Trace-ID/X-Span-ID value as a lowercase id, or None unless valid."""
+    if not isinstance(value, str) or len(value) > _MAX_ID_HEADER_LENGTH or not value.isascii():
+        return None
+    candidate = value.strip(_OWS).lower()
+    is_valid = is_valid_trace_id if length == 32 else is_valid_span_id
+    return candidate if is_valid(candidate) else None
+
+
+def _tracestate_of(lines: Sequence[object]) -> str:
+    if not lines:
+        return ""
+    if len(lines) == 1:
+        only = lines[0]
+        return parse_tracestate(only) if isinstance(only, str) else ""
+    strings = [line for line in lines if isinstance(line, str)]
+    return parse_tracestate(strings) if len(strings) == len(lines) else ""
+
+
+def _combine(values: object) -> str | None:
+    """Join tracestate lines with commas, or None when they are not strings or too big."""
+    if isinstance(values, str):
+        return values if len(values) <= _MAX_TRACESTATE_INPUT else None
+    if not isinstance(values, Sequence):
+        return None
+    total = 0
+    lines: list[str] = []
+    for line in values:
+        if not isinstance(line, str):
+            return None
+        total += len(line) + 1
+        if total > _MAX_TRACESTATE_INPUT + 1 or len(lines) >= _MAX_TRACESTATE_PIECES:
+            return None
+        lines.append(line)
+    return ",".join(lines)
+
+
+def _is_tracestate_member(key: str, value: str) -> bool:
+    # §3.3.1.3.2: value = 0*255(chr) nblk-chr, chr = %x20-7E except "," and "=".
+    # The caller split on "," and stripped trailing OWS, so the last character is
+    # not a space; isascii + isprintable is exactly %x20-7E (tabs and DEL excluded).
+    return (
+        0 < len(value) <= _MAX_TRACESTATE_VALUE
+        and value.isascii()
+        and value.isprintable()
+        and "=" not in value
+        and _TRACESTATE_KEY.fullmatch(key) is not None
+    )
+
+
+def _truncate_tracestate(members: list[str]) -> str:
+    """Join members, dropping whole entries until the value fits in 512 characters.
+
+    W3C §3.3.1.5: truncate whole entries only; entries over 128 characters SHOULD go
+    first, then entries from the end. Only as many as needed are removed, rightmost
+    first within each step, so the leftmost (most recent) vendor survives longest.
+    """
+    total = sum(len(member) for member in members) + len(members) - 1
+    if total <= _MAX_PROPAGATED_TRACESTATE:
+        return ",".join(members)
+    kept = list(members)
+    for index in range(len(kept) - 1, -1, -1):
+        if total <= _MAX_PROPAGATED_TRACESTATE:
+            break
+        if len(kept[index]) > _LARGE_TRACESTATE_ENTRY:
+            total -= len(kept.pop(index)) + 1
+    while kept and total > _MAX_PROPAGATED_TRACESTATE:
+        total -= len(kept.pop()) + 1
+    return ",".join(kept)
