@@ -16,6 +16,8 @@ import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextvars import ContextVar, Token
+from time import perf_counter as _perf_counter
+from time import time as _time
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
@@ -36,17 +38,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _active: ContextVar[Span | None] = ContextVar("asynctrace_active_span", default=None)
+_new_span = object.__new__
 
 logger = logging.getLogger("asynctrace")
 
 
 class Recorder(Protocol):
     """What the context layer needs from a tracer: a service name, limits, sampling and
-    a callable that receives every ended span (from any thread; it must not block)."""
+    the callables that receive ended spans of sampled and of unsampled traces (called
+    from any thread; they must not block)."""
 
     service: str
     limits: Limits
     on_end: Callable[[Span], None]
+    on_unsampled_end: Callable[[Span], None]
 
     def should_sample(self) -> bool: ...
 
@@ -64,6 +69,7 @@ class _Unconfigured:
         self.service = _default_service()
         self._warned = False
         self.on_end: Callable[[Span], None] = self._drop
+        self.on_unsampled_end: Callable[[Span], None] = self._drop
 
     def should_sample(self) -> bool:
         return True
@@ -112,6 +118,7 @@ class ActiveSpan(Span):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        # Inlined in both exits: this runs once per span on the request path.
         token = self._token
         if token is not None:
             self._token = None
@@ -121,7 +128,8 @@ class ActiveSpan(Span):
         self.end()
 
     async def __aenter__(self) -> ActiveSpan:
-        return self.__enter__()
+        self._token = _active.set(self)
+        return self
 
     async def __aexit__(
         self,
@@ -129,7 +137,13 @@ class ActiveSpan(Span):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, traceback)
+        token = self._token
+        if token is not None:
+            self._token = None
+            _reset(token)
+        if exc is not None:
+            _record_exit(self, exc)
+        self.end()
 
 
 def _reset(token: Token[Span | None]) -> None:
@@ -162,68 +176,55 @@ def span(
     The span starts when ``span()`` is called; use the result with ``with`` or
     ``async with`` to make it current, or call ``end()`` yourself. Never raises.
     """
+    # The hot path of the whole library: attributes are set directly rather than
+    # through Span.__init__'s keyword arguments, which cost more than the span itself.
     try:
-        return _start(operation, tags, kind, service, parent)
+        recorder = _recorder
+        new = _new_span(ActiveSpan)
+        if parent is None:
+            current = _active.get()
+            if current is not None:
+                new.trace_id = current.trace_id
+                new.parent_span_id = current.span_id
+                new.service = service or current.service
+                new.is_sampled = current.is_sampled
+                new.is_local_root = False
+                new.tracestate = current.tracestate
+            else:
+                new.trace_id = new_trace_id()
+                new.parent_span_id = None
+                new.service = service or recorder.service
+                new.is_sampled = recorder.should_sample()
+                new.is_local_root = True
+                new.tracestate = ""
+        else:
+            new.trace_id = parent.trace_id
+            new.parent_span_id = parent.span_id
+            new.service = service or recorder.service
+            new.is_sampled = parent.is_sampled
+            new.is_local_root = True
+            new.tracestate = parent.tracestate
+        new.span_id = new_span_id()
+        new.operation = operation
+        new.kind = kind
+        new.status = "ok"
+        new._tags = None
+        new._logs = None
+        new.limits = recorder.limits
+        new._on_end = recorder.on_end if new.is_sampled else recorder.on_unsampled_end
+        new._ended = False
+        new._token = None
+        new.duration = 0.0
+        new.start_time = new.end_time = _time() * 1000.0
+        new._start_perf = _perf_counter()
+        if tags:
+            new.set_tags(tags)
+        return new
     except Exception as exc:
         report_internal_error("span start failed", exc)
-        return ActiveSpan(new_trace_id(), new_span_id(), None, "unknown", str(operation))
-
-
-def _start(
-    operation: str,
-    tags: Mapping[str, object] | None,
-    kind: str,
-    service: str | None,
-    parent: SpanContext | None,
-) -> ActiveSpan:
-    recorder = _recorder
-    if parent is not None:
-        new = ActiveSpan(
-            parent.trace_id,
-            new_span_id(),
-            parent.span_id,
-            service or recorder.service,
-            operation,
-            kind=kind,
-            is_sampled=parent.is_sampled,
-            is_local_root=True,
-            tracestate=parent.tracestate,
-            limits=recorder.limits,
-            on_end=recorder.on_end,
-        )
-    else:
-        current = _active.get()
-        if current is not None:
-            new = ActiveSpan(
-                current.trace_id,
-                new_span_id(),
-                current.span_id,
-                service or current.service,
-                operation,
-                kind=kind,
-                is_sampled=current.is_sampled,
-                is_local_root=False,
-                tracestate=current.tracestate,
-                limits=recorder.limits,
-                on_end=recorder.on_end,
-            )
-        else:
-            new = ActiveSpan(
-                new_trace_id(),
-                new_span_id(),
-                None,
-                service or recorder.service,
-                operation,
-                kind=kind,
-                is_sampled=recorder.should_sample(),
-                is_local_root=True,
-                limits=recorder.limits,
-                on_end=recorder.on_end,
-            )
-    new._token = None
-    if tags:
-        new.set_tags(tags)
-    return new
+        fallback = ActiveSpan(new_trace_id(), new_span_id(), None, "unknown", str(operation))
+        fallback._token = None
+        return fallback
 
 
 @overload

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import perf_counter as _perf_counter
 from typing import Any, Literal, TypedDict
 
 from asynctrace._ratelimit import report_internal_error
@@ -119,22 +120,22 @@ class Span:
 
     __slots__ = (
         "_ended",
+        "_logs",
         "_on_end",
         "_start_perf",
+        "_tags",
         "duration",
         "end_time",
         "is_local_root",
         "is_sampled",
         "kind",
         "limits",
-        "logs",
         "operation",
         "parent_span_id",
         "service",
         "span_id",
         "start_time",
         "status",
-        "tags",
         "trace_id",
         "tracestate",
     )
@@ -149,8 +150,8 @@ class Span:
     end_time: float
     duration: float
     status: str
-    tags: dict[str, str]
-    logs: list[SpanLog]
+    _tags: dict[str, str] | None
+    _logs: list[SpanLog] | None
     is_sampled: bool
     is_local_root: bool
     tracestate: str
@@ -178,8 +179,8 @@ class Span:
         self.operation = operation
         self.kind = kind
         self.status = "ok"
-        self.tags = {}
-        self.logs = []
+        self._tags = None
+        self._logs = None
         self.is_sampled = is_sampled
         self.is_local_root = parent_span_id is None if is_local_root is None else is_local_root
         self.tracestate = tracestate
@@ -196,6 +197,32 @@ class Span:
             f"<Span {self.service}:{self.operation} trace={self.trace_id} "
             f"span={self.span_id} parent={self.parent_span_id} status={self.status}>"
         )
+
+    # Most spans never get a tag or a log line: their dict and list are made on first
+    # use, which keeps span creation cheap and the garbage collector's work small.
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tags as strings; the dict is created on first access."""
+        tags = self._tags
+        if tags is None:
+            tags = self._tags = {}
+        return tags
+
+    @tags.setter
+    def tags(self, value: dict[str, str]) -> None:
+        self._tags = value
+
+    @property
+    def logs(self) -> list[SpanLog]:
+        """Log lines in the order they were added; the list is created on first access."""
+        logs = self._logs
+        if logs is None:
+            logs = self._logs = []
+        return logs
+
+    @logs.setter
+    def logs(self, value: list[SpanLog]) -> None:
+        self._logs = value
 
     @property
     def is_ended(self) -> bool:
@@ -279,11 +306,11 @@ class Span:
         if self._ended:
             return
         self._ended = True
-        self.duration = (time.perf_counter() - self._start_perf) * 1000.0
-        self.end_time = self.start_time + self.duration
+        duration = (_perf_counter() - self._start_perf) * 1000.0
+        self.duration = duration
+        self.end_time = self.start_time + duration
         on_end = self._on_end
         if on_end is not None:
-            self._on_end = None
             try:
                 on_end(self)
             except Exception as exc:
@@ -304,10 +331,10 @@ class Span:
             "endTime": round(self.end_time, 3),
             "duration": round(self.duration, 3),
             "status": self.status,
-            "tags": self.tags,
+            "tags": self._tags if self._tags is not None else {},
             "logs": [
                 {"timestamp": round(log.timestamp, 3), "message": log.message, "level": log.level}
-                for log in self.logs
+                for log in self._logs or ()
             ],
         }
 

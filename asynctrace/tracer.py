@@ -82,29 +82,31 @@ class Tracer:
         )
         self._unsampled = 0
         self._warned_unexported = False
-        # The context layer calls this for every ended span; bind it once.
-        self.on_end: Callable[[Span], None] = self._on_end
+        # The context layer calls these for every ended span. A sampled span goes
+        # straight into the queue: no method of ours sits on that path.
+        self.on_end: Callable[[Span], None] = (
+            self.queue.append if self.queue is not None else self._warn_unexported
+        )
+        self.on_unsampled_end: Callable[[Span], None] = self._on_unsampled_end
 
     def should_sample(self) -> bool:
         """Head sampling for a new trace: keep it with probability ``sample_rate``."""
         rate = self.sample_rate
         return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
 
-    def _on_end(self, span: Span) -> None:
-        queue = self.queue
-        if queue is None:
-            if not self._warned_unexported:
-                self._warned_unexported = True
-                logger.warning(
-                    "asynctrace: no redis_url, REDIS_URL or exporter configured; "
-                    "spans are recorded but not exported"
-                )
-            return
-        if span.is_sampled:
-            queue.append(span)
-        elif span.status == "error":
+    def _warn_unexported(self, span: Span) -> None:
+        if not self._warned_unexported:
+            self._warned_unexported = True
+            logger.warning(
+                "asynctrace: no redis_url, REDIS_URL or exporter configured; "
+                "spans are recorded but not exported"
+            )
+
+    def _on_unsampled_end(self, span: Span) -> None:
+        if span.status == "error" and self.queue is not None:
+            # Errors are always kept, even when their trace was not sampled.
             span.tags["sampling.kept"] = "error"
-            queue.append(span)
+            self.queue.append(span)
         else:
             self._unsampled += 1
 
