@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
@@ -401,7 +401,7 @@ def _group(entries: Iterable[IndexEntry]) -> list[_Row]:
         for entry in ordered:
             services.setdefault(entry.service, None)
         failed = [entry for entry in ordered if entry.status == "error"]
-        error = next((entry.error for entry in failed if entry.error), "")
+        error = _telling_error(failed)
         summary = TraceSummary(
             trace_id=trace_id,
             operation=head.operation,
@@ -415,6 +415,19 @@ def _group(entries: Iterable[IndexEntry]) -> list[_Row]:
         rows.append(_Row(summary, ordered))
     rows.sort(key=lambda row: (row.summary.start_time, row.summary.trace_id), reverse=True)
     return rows
+
+
+def _telling_error(failed: Sequence[IndexEntry]) -> str:
+    """The error text that says most about where a trace failed.
+
+    Callers of a failed service often carry only the placeholder ``"error"`` (a 5xx
+    without a log line); the span that failed first started last among them, so
+    prefer the latest-starting entry with a real message.
+    """
+    messages = [entry.error for entry in failed if entry.error and entry.error != "error"]
+    if messages:
+        return messages[-1]
+    return next((entry.error for entry in failed if entry.error), "")
 
 
 def _matches_text(row: _Row, folded: str) -> bool:

@@ -389,7 +389,8 @@ def _row_a() -> TraceSummary:
         duration=1500.0,
         status="error",
         start_time=T0,
-        error="PaymentError: card declined",
+        # The latest-starting real message names where the trace failed first.
+        error="CardDeclined: insufficient funds",
     )
 
 

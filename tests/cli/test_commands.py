@@ -162,7 +162,14 @@ def test_errors_lists_the_failed_trace_of_its_day(stored: str) -> None:
     assert result.exit_code == 0
     assert rows(result) == [
         ["TRACE ID", "STARTED UTC", "DURATION", "STATUS", "ROOT", "ERROR"],
-        [FAILED_ID, started(T0 + 5000), "80 ms", "error", "api-gateway POST /checkout", "error"],
+        [
+            FAILED_ID,
+            started(T0 + 5000),
+            "80 ms",
+            "error",
+            "api-gateway POST /checkout",
+            "CardProcessorError: card processor unavailable",
+        ],
     ]
 
 

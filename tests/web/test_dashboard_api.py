@@ -140,7 +140,7 @@ async def test_errors_lists_todays_failed_traces(client: Client, seeded: None) -
     assert body["total"] == 1
     assert [row["trace_id"] for row in body["traces"]] == [ERROR_TRACE_ID]
     assert body["traces"][0]["status"] == "error"
-    assert body["traces"][0]["error"] == "upstream orders failed"
+    assert body["traces"][0]["error"] == "CardDeclined: card declined"
 
 
 async def test_errors_of_another_day(client: Client, redis_url: str) -> None:
@@ -356,7 +356,7 @@ async def test_traces_page_lists_recent_traces_with_links(client: Client, seeded
     assert f'href="/traces/{SLOW_TRACE_ID}"' in text
     assert f'href="/traces/{ERROR_TRACE_ID}"' in text
     assert "2,565 ms" in text
-    assert "upstream orders failed" in text
+    assert "CardDeclined: card declined" in text
     assert text.count('<tr class="') == 7
 
 
