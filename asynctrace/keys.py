@@ -16,18 +16,53 @@ the model layer, as part of the data contract. The first three are the seed's:
 ``trace:index`` serves listing and search with one bounded ZRANGE (no KEYS, no
 SCAN). Each key is a single key, so on Redis Cluster every key of one trace lives in
 one slot without a hash tag.
+
+Aggregates, per UTC hour of a span's *start* (``{hour}`` is ``YYYY-MM-DDTHH``), of
+every local-root or server span, sampled or not; kept ``AGGREGATE_TTL_S`` (35 days)
+after their hour ends (EXPIREAT, so rewriting an hour never extends it):
+
+- ``trace:agg:{hour}:op:{pair}``: HASH for one service and operation: ``n`` (spans),
+  ``e`` (error spans), ``b{i}`` (spans in duration bucket ``i`` of ``histogram.py``).
+  ``{pair}`` is ``["service","operation"]`` as JSON (``pair_member``), so any
+  character in a name stays unambiguous, e.g.
+  ``trace:agg:2026-11-27T09:op:["orders","GET /orders/\u007bid\u007d"]``.
+- ``trace:agg:{hour}:ops``: SET of the ``{pair}`` members written that hour, so a
+  query enumerates the hour's hashes without SCAN.
+- ``trace:agg:{hour}:max``: ZSET, member ``{pair}``, score the hour's largest
+  duration in ms (``ZADD GT``).
+- ``trace:agg:{hour}:edge:{pair}``: HASH like ``op:`` for calls from service
+  ``pair[0]`` to service ``pair[1]``, counted from the callee's server span (its
+  caller's service travels in ``tracestate``).
+- ``trace:agg:{hour}:edges``: SET of the ``{pair}`` members of the hour's edges.
+
+Every command touches one key. Braces in names are written as the JSON escapes
+``\u007b``/``\u007d`` so that Redis Cluster never reads part of a name as a hash tag
+(``{id}`` in a route would otherwise pin every such key to one slot).
 """
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 __all__ = [
+    "AGGREGATE_TTL_S",
     "DEFAULT_PREFIX",
     "ERRORS_TTL_S",
     "INDEX_MAX_ENTRIES",
     "SLOW_KEEP",
     "TRACE_TTL_S",
+    "aggregate_key",
+    "edge_index_key",
+    "edge_key",
     "errors_key",
+    "hour_of",
+    "hour_start_ms",
     "index_key",
+    "max_key",
+    "operation_index_key",
+    "pair_member",
+    "parse_pair_member",
     "slow_key",
     "trace_key",
 ]
@@ -37,6 +72,8 @@ TRACE_TTL_S = 24 * 3600
 ERRORS_TTL_S = 7 * 24 * 3600
 SLOW_KEEP = 100
 INDEX_MAX_ENTRIES = 100_000
+AGGREGATE_TTL_S = 35 * 24 * 3600
+_HOUR_MS = 3_600_000
 
 
 def trace_key(trace_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
@@ -57,3 +94,64 @@ def errors_key(day: str, *, prefix: str = DEFAULT_PREFIX) -> str:
 def index_key(*, prefix: str = DEFAULT_PREFIX) -> str:
     """ZSET of recent local-root and error spans (``IndexEntry`` JSON) by start ms."""
     return f"{prefix}index"
+
+
+def hour_of(epoch_ms: float) -> str:
+    """The UTC hour (``YYYY-MM-DDTHH``) that ``epoch_ms`` falls in: the aggregates' key part."""
+    hour_ms = int(epoch_ms // _HOUR_MS) * _HOUR_MS
+    return datetime.fromtimestamp(hour_ms / 1000.0, UTC).strftime("%Y-%m-%dT%H")
+
+
+def hour_start_ms(hour: str) -> float:
+    """Epoch ms of the start of ``hour`` (``YYYY-MM-DDTHH``); ``ValueError`` otherwise."""
+    return datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC).timestamp() * 1000.0
+
+
+def pair_member(first: str, second: str) -> str:
+    """``["first","second"]``: a (service, operation) or (caller, callee) in a key or member.
+
+    JSON keeps every name unambiguous and readable; braces are escaped (see above).
+    """
+    text = json.dumps([first, second], ensure_ascii=False, separators=(",", ":"))
+    return text.replace("{", "\\u007b").replace("}", "\\u007d")
+
+
+def parse_pair_member(member: str | bytes) -> tuple[str, str] | None:
+    """The two names of a ``pair_member``, or None when ``member`` is not one."""
+    try:
+        value = json.loads(member)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
+    ):
+        return value[0], value[1]
+    return None
+
+
+def aggregate_key(hour: str, pair: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """HASH of one service and operation's hour: ``n``, ``e``, ``b{i}`` (see above)."""
+    return f"{prefix}agg:{hour}:op:{pair}"
+
+
+def operation_index_key(hour: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """SET of the ``pair_member`` (service, operation) pairs aggregated in ``hour``."""
+    return f"{prefix}agg:{hour}:ops"
+
+
+def max_key(hour: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """ZSET of each (service, operation) pair's largest duration (ms) in ``hour``."""
+    return f"{prefix}agg:{hour}:max"
+
+
+def edge_key(hour: str, pair: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """HASH of one caller → callee edge's hour: ``n``, ``e``, ``b{i}``."""
+    return f"{prefix}agg:{hour}:edge:{pair}"
+
+
+def edge_index_key(hour: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """SET of the ``pair_member`` (caller, callee) edges seen in ``hour``."""
+    return f"{prefix}agg:{hour}:edges"

@@ -33,7 +33,10 @@ class ExportStats:
     ``queued``: spans waiting; ``exported``: spans written; ``dropped``: spans lost
     (queue full, or a batch the exporter rejected); ``failed_batches``: export calls
     that raised; ``last_error``: the latest failure's one-line text; ``unsampled``:
-    ok spans of unsampled traces, left out by design and not counted as dropped.
+    ok spans of unsampled traces, not stored as traces by design and not counted as
+    dropped; ``aggregate_only``: those of them queued to count in the per-hour
+    aggregates only (local-root and server spans), which also count in ``exported``
+    or ``dropped`` like every queued span.
     """
 
     queued: int
@@ -43,3 +46,4 @@ class ExportStats:
     last_error: str | None
     unsampled: int = 0
     internal_errors: int = 0
+    aggregate_only: int = 0

@@ -79,6 +79,10 @@ class ExportQueue:
         self._spans: deque[Span] = deque()
         self._state: _LoopState | None = None
         self._is_closed = False
+        # append()'s fast path: spans it may add without dropping (0 once closed), and
+        # the queue length before an append that fills a batch.
+        self._room = max_queue
+        self._wake_at = batch_size - 1
         self._exported = 0
         self._dropped = 0
         self._failed_batches = 0
@@ -88,17 +92,27 @@ class ExportQueue:
 
     def append(self, span: Span) -> None:
         """Queue a finished span. Any thread; O(1); never blocks, never raises."""
+        # Every sampled span's end runs this: the common case reads two attributes.
         spans = self._spans
+        size = len(spans)
+        if size < self._room:
+            spans.append(span)
+            # Wake the worker only on the transitions it waits for, not on every span.
+            if size == 0 or size == self._wake_at:
+                self._wake()
+            return
+        self._append_over_room(span)
+
+    def _append_over_room(self, span: Span) -> None:
         if self._is_closed:
             self._dropped += 1
             return
-        if len(spans) >= self._max_queue:
-            with contextlib.suppress(IndexError):  # the worker may have emptied it meanwhile
-                spans.popleft()
-                self._dropped += 1
+        spans = self._spans
+        with contextlib.suppress(IndexError):  # the worker may have emptied it meanwhile
+            spans.popleft()
+            self._dropped += 1
         spans.append(span)
         size = len(spans)
-        # Wake the worker only on the transitions it waits for, not on every span.
         if size == 1 or size == self._batch_size:
             self._wake()
 
@@ -142,7 +156,7 @@ class ExportQueue:
                     continue
                 if len(self._spans) < self._batch_size:
                     await self._wait_for_batch(state)
-                if not await self._export_available(state):
+                if not await self._export_available(state, full_batches_only=True):
                     await self._sleep(self._next_backoff())
         except asyncio.CancelledError:
             if not self._is_closed and self._spans:
@@ -165,9 +179,22 @@ class ExportQueue:
         self._backoff_s = min(self._backoff_s * 2, self._backoff_max_s)
         return delay * random.uniform(0.5, 1.0)
 
-    async def _export_available(self, state: _LoopState) -> bool:
-        """Export batch by batch until the queue is empty; False after a retryable failure."""
+    async def _export_available(
+        self, state: _LoopState, *, full_batches_only: bool = False
+    ) -> bool:
+        """Export batch by batch until the queue is empty; False after a retryable failure.
+
+        With ``full_batches_only`` (the worker), the first batch goes whatever its size
+        (it is full, or its wait is over) and the rest only while they are full: the
+        spans that came in during an export wait for their own batch to fill (or
+        ``max_delay_s``), instead of going out in many small batches that each pay a
+        round trip and the per-batch commands.
+        """
+        is_first = True
         while self._spans:
+            if full_batches_only and not is_first and len(self._spans) < self._batch_size:
+                return True
+            is_first = False
             batch = self._take()
             if not await self._export_batch(state, batch):
                 return False
@@ -258,6 +285,7 @@ class ExportQueue:
         """
         flushed = await self.flush(timeout_s)
         self._is_closed = True
+        self._room = 0
         state, self._state = self._state, None
         if state is not None and state.task is not None and not state.task.done():
             state.task.cancel()

@@ -1,28 +1,70 @@
-"""``RedisExporter``: writes a batch of spans to Redis in one non-transactional pipeline.
+"""``RedisExporter``: writes a batch of spans to Redis in one round trip.
 
-One batch is one round trip: an RPUSH of all of a trace's spans at once and one
-EXPIRE per trace, the slow-trace ZADD (GT) and its trim, the error-day SADD and
-EXPIRE, and the trace-index ZADD and trims (keys and lifetimes in ``keys.py``).
+A batch is one run of non-transactional commands: an RPUSH of all of a trace's
+spans and one EXPIRE per trace, the slow-trace ZADD (GT) and its trim, the error-day
+SADD and EXPIRE, the trace-index ZADD and trims, and the per-hour aggregates'
+increments (keys and lifetimes in ``keys.py``).
+
+Two transports carry that run, each one round trip. A client whose pool makes
+redis-py's own socket connections (every URL, and most clients given directly) gets
+the commands written here as RESP text, sent slice by slice as they are encoded to
+one connection taken from its pool (Redis runs a slice while the next is encoded),
+and the replies read once, after the last slice. The pool still does everything the
+URL asks for (auth, TLS, database, reconnect). Any other client (fakeredis, a
+cluster client, a custom connection class) gets a redis-py ``Pipeline``: one round
+trip per node, at about twice the CPU per span, since it builds an object per
+command and encodes arguments one by one (``python -m benchmarks export``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asynctrace import keys
-from asynctrace.model import IndexEntry, Span, encode_span, utc_day
+from asynctrace._ratelimit import report_internal_error
+from asynctrace.export.aggregates import aggregate_commands
+from asynctrace.model import Span, encode_index_entry, encode_span, utc_day
 
 __all__ = ["RedisCommandError", "RedisExporter"]
 
-# Encoding is CPU work on the loop; yield between chunks so no request waits long.
-_ENCODE_CHUNK = 64
+# Encoding is CPU work on the loop: yield to it whenever one stretch of work has held
+# it this long, so a request waits behind the exporter for well under 1 ms (a slice,
+# plus at most one check interval). Shorter slices cost more socket writes; at 0.25 ms
+# a batch of 256 is written in 4 to 10 of them.
+_SLICE_S = 0.00025
+# How many spans (or commands, or replies) between two looks at the clock.
+_CHECK_EVERY = 16
+# Spans summed into the aggregates in one step (about 2.5 us each on the reference
+# machine, so a chunk stays within a slice).
+_AGGREGATE_CHUNK = 64
+# A batch's round trip (every write and every reply) must finish within this, or the
+# connection is dropped and the batch retried.
+_TIMEOUT_S = 5.0
+# Connection classes whose socket carries exactly the bytes given to
+# ``send_packed_command``: redis-py's own. Anything else gets the pipeline.
+_PACKABLE_CONNECTIONS: frozenset[type[AbstractConnection]] = frozenset(
+    (Connection, SSLConnection, UnixDomainSocketConnection)
+)
+# Lone surrogates (aiohttp decodes header bytes with "surrogateescape") cannot be
+# UTF-8 encoded; backslashreplace writes them as "\udcxx", which inside span JSON is
+# the JSON escape of the same code point, so the entry still decodes to the same text.
+_ENCODING_ERRORS = "backslashreplace"
 
 
 class RedisCommandError(Exception):
@@ -35,7 +77,14 @@ class RedisExporter:
     A URL-made client is created on the loop that exports and replaced if the loop
     changes (asyncio connections belong to one loop). Connection failures are raised
     as builtin ``ConnectionError`` so the queue retries the batch.
+
+    It also writes the per-hour aggregates (``aggregates.py``), which count every
+    request, sampled or not: ``accepts_unsampled`` tells the tracer to queue the
+    local-root and server spans of unsampled traces too; only their aggregates are
+    written.
     """
+
+    accepts_unsampled = True
 
     def __init__(
         self,
@@ -45,17 +94,19 @@ class RedisExporter:
         prefix: str = keys.DEFAULT_PREFIX,
         slow_threshold_ms: float = 1000.0,
         trace_ttl_s: int = keys.TRACE_TTL_S,
+        aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
     ) -> None:
         if (redis_url is None) == (client is None):
             raise ValueError("RedisExporter needs exactly one of redis_url or client")
         if redis_url is not None:
             _check_url(redis_url)
-        if slow_threshold_ms < 0 or trace_ttl_s < 1:
-            raise ValueError("slow_threshold_ms must be >= 0 and trace_ttl_s >= 1")
+        if slow_threshold_ms < 0 or trace_ttl_s < 1 or aggregate_ttl_s < 1:
+            raise ValueError("slow_threshold_ms must be >= 0, trace_ttl_s and aggregate_ttl_s >= 1")
         self.redis_url = redis_url
         self.prefix = prefix
         self.slow_threshold_ms = slow_threshold_ms
         self.trace_ttl_s = trace_ttl_s
+        self.aggregate_ttl_s = aggregate_ttl_s
         self._given_client = client
         self._client: aioredis.Redis | None = client
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -66,72 +117,133 @@ class RedisExporter:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             assert self.redis_url is not None
+            # No socket timeout and no health-check PING: each round trip is bounded
+            # by _TIMEOUT_S as a whole, and the pool checks a connection as it hands it
+            # out. Per-read timers and PINGs cost more than encoding a span.
             self._client = aioredis.Redis.from_url(
                 self.redis_url,
                 socket_connect_timeout=2.0,
-                socket_timeout=5.0,
-                health_check_interval=30,
+                socket_timeout=None,
+                health_check_interval=0,
             )
             self._client_loop = loop
         return self._client
 
     async def export(self, spans: Sequence[Span]) -> None:
-        """Write ``spans`` in one pipeline. Raises ``ConnectionError`` if Redis is
-        unreachable (nothing written) and ``RedisCommandError`` if commands failed."""
+        """Write ``spans`` in one round trip. Raises ``ConnectionError`` if Redis is
+        unreachable (the batch may be partly written; retrying it is safe apart from
+        duplicate list entries) and ``RedisCommandError`` if commands failed."""
+        if not spans:
+            return
         client = self._client_here()
-        pipe = client.pipeline(transaction=False)
         try:
-            await self._queue_commands(pipe, spans)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise ConnectionError(f"Redis unreachable: {exc}") from exc
-        finally:
-            await pipe.reset()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-        failures = [result for result in results if isinstance(result, Exception)]
+            if _speaks_packed_resp(client):
+                packed = _PackedCommands(self.trace_ttl_s)
+                slices = self._fill(packed, spans)
+                failures = await _write_packed(client.connection_pool, packed, slices)
+                count = packed.count
+            else:
+                pipe = client.pipeline(transaction=False)
+                try:
+                    pipelined = _PipelinedCommands(pipe, self.trace_ttl_s)
+                    for _ in self._fill(pipelined, spans):
+                        await asyncio.sleep(0)
+                    results = await pipe.execute(raise_on_error=False)
+                finally:
+                    await pipe.reset()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                failures = [result for result in results if isinstance(result, Exception)]
+                count = pipelined.count
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # OSError covers the builtin ConnectionError and TimeoutError too.
+            raise ConnectionError(f"Redis unreachable: {exc}") from exc
         if failures:
             raise RedisCommandError(
-                f"{len(failures)} of {len(results)} Redis commands failed, first: {failures[0]}"
+                f"{len(failures)} of {count} Redis commands failed, first: {failures[0]}"
             )
 
-    async def _queue_commands(self, pipe: Any, spans: Sequence[Span]) -> None:
+    def _fill(self, commands: _Commands, spans: Sequence[Span]) -> Iterator[None]:
+        """Add the batch's commands to ``commands``, pausing (yielding) after about
+        ``_SLICE_S`` of work each time: the caller writes what is there and lets the
+        loop run before resuming, so Redis runs one slice while the next is encoded.
+        A trace's spans go in one RPUSH (a trace too big for one slice in several, in
+        order), followed by its EXPIRE. Spans of unsampled traces that are not errors
+        only count in the aggregates (the tracer queues those for nothing else)."""
         prefix = self.prefix
-        by_trace: dict[str, list[str]] = {}
+        threshold = self.slow_threshold_ms
+        trace_key = keys.trace_key
+        by_trace: dict[str, list[Span]] = {}
+        aggregated: list[Span] = []
+        for span in spans:
+            if span.is_local_root or span.kind == "server":  # aggregates.is_aggregated
+                aggregated.append(span)
+            members = by_trace.get(span.trace_id)
+            if members is None:
+                by_trace[span.trace_id] = [span]
+            else:
+                members.append(span)
         slow: dict[str, float] = {}
         errors_by_day: dict[str, set[str]] = {}
-        index: dict[str, float] = {}
-        for start in range(0, len(spans), _ENCODE_CHUNK):
-            if start:
-                await asyncio.sleep(0)
-            for span in spans[start : start + _ENCODE_CHUNK]:
-                trace_id = span.trace_id
-                by_trace.setdefault(trace_id, []).append(encode_span(span))
+        index: list[str] = []
+        clock = time.perf_counter
+        deadline = clock() + _SLICE_S
+        for trace_id, members in by_trace.items():
+            key = trace_key(trace_id, prefix=prefix)
+            entries: list[str] = []
+            is_stored = False
+            for span in members:
                 is_error = span.status == "error"
-                if span.is_local_root and span.duration > self.slow_threshold_ms:
-                    slow[trace_id] = max(span.duration, slow.get(trace_id, 0.0))
-                if is_error:
-                    errors_by_day.setdefault(utc_day(span.start_time), set()).add(trace_id)
+                if not (span.is_sampled or is_error):
+                    continue
+                try:
+                    entries.append(encode_span(span))
+                except Exception as exc:
+                    # Only a value set around the Span API can do this (tags holding
+                    # objects JSON cannot encode): leave that one span out, not the batch.
+                    report_internal_error("a span could not be encoded; it was left out", exc)
+                    continue
+                is_stored = True
                 if span.is_local_root or is_error:
-                    index[IndexEntry.of(span).encode()] = round(span.start_time, 3)
-        for trace_id, entries in by_trace.items():
-            key = keys.trace_key(trace_id, prefix=prefix)
-            pipe.rpush(key, *entries)
-            pipe.expire(key, self.trace_ttl_s)
+                    if span.is_local_root and span.duration > threshold:
+                        slow[trace_id] = max(span.duration, slow.get(trace_id, 0.0))
+                    if is_error:
+                        errors_by_day.setdefault(utc_day(span.start_time), set()).add(trace_id)
+                    # The score is epoch ms: "%.3f" names the double round(start, 3) is.
+                    index.append(f"{span.start_time:.3f}")
+                    index.append(encode_index_entry(span))
+                if len(entries) % _CHECK_EVERY == 0 and clock() >= deadline:
+                    commands.rpush(key, entries)
+                    entries = []
+                    yield
+                    deadline = clock() + _SLICE_S
+            if is_stored:
+                commands.rpush_and_expire(key, entries)
+            if clock() >= deadline:
+                yield
+                deadline = clock() + _SLICE_S
         if slow:
             slow_key = keys.slow_key(prefix=prefix)
             # GT keeps a trace's largest local-root duration: its outermost service's.
-            pipe.zadd(slow_key, slow, gt=True)
-            pipe.zremrangebyrank(slow_key, 0, -(keys.SLOW_KEEP + 1))
+            pairs = [text for trace_id, ms in slow.items() for text in (repr(ms), trace_id)]
+            commands.command("ZADD", slow_key, "GT", *pairs)
+            commands.command("ZREMRANGEBYRANK", slow_key, "0", str(-(keys.SLOW_KEEP + 1)))
         for day, trace_ids in errors_by_day.items():
             errors_key = keys.errors_key(day, prefix=prefix)
-            pipe.sadd(errors_key, *trace_ids)
-            pipe.expire(errors_key, keys.ERRORS_TTL_S)
+            commands.command("SADD", errors_key, *trace_ids)
+            commands.command("EXPIRE", errors_key, str(keys.ERRORS_TTL_S))
         if index:
             index_key = keys.index_key(prefix=prefix)
             oldest_ms = time.time() * 1000.0 - self.trace_ttl_s * 1000.0
-            pipe.zadd(index_key, index)
-            pipe.zremrangebyscore(index_key, "-inf", f"({oldest_ms:.3f}")
-            pipe.zremrangebyrank(index_key, 0, -(keys.INDEX_MAX_ENTRIES + 1))
+            commands.command("ZADD", index_key, *index)
+            commands.command("ZREMRANGEBYSCORE", index_key, "-inf", f"({oldest_ms:.3f}")
+            commands.command("ZREMRANGEBYRANK", index_key, "0", str(-(keys.INDEX_MAX_ENTRIES + 1)))
+        # Summing is CPU work too: a chunk at a time, each bounded like a slice. The
+        # increments of two chunks add up in Redis as one chunk's would.
+        for first in range(0, len(aggregated), _AGGREGATE_CHUNK):
+            if first:
+                yield
+            chunk = aggregated[first : first + _AGGREGATE_CHUNK]
+            for command in aggregate_commands(chunk, prefix=prefix, ttl_s=self.aggregate_ttl_s):
+                commands.command(*command)
 
     async def shutdown(self) -> None:
         """Close the connection pool this exporter made (a given client stays open)."""
@@ -141,6 +253,144 @@ class RedisExporter:
             if self._client_loop is loop:
                 await client.aclose()
         self._client_loop = None
+
+
+def _speaks_packed_resp(client: object) -> bool:
+    """True when ``client``'s pool makes redis-py's own socket connections.
+
+    Only those are written to with commands packed here. fakeredis, cluster clients
+    and custom connection classes (whose socket may not be a plain RESP stream) go
+    through a redis-py pipeline instead.
+    """
+    pool = getattr(client, "connection_pool", None)
+    return isinstance(pool, ConnectionPool) and pool.connection_class in _PACKABLE_CONNECTIONS
+
+
+class _Commands(Protocol):
+    """Where ``_fill`` puts a batch's commands; ``count`` is how many it holds."""
+
+    count: int
+
+    def rpush(self, key: str, entries: list[str]) -> None: ...
+
+    def rpush_and_expire(self, key: str, entries: list[str]) -> None:
+        """RPUSH ``entries`` (if any) to a trace list, then refresh its TTL."""
+
+    def command(self, *arguments: str) -> None: ...
+
+
+class _PackedCommands:
+    """Commands written straight into RESP text: arrays of bulk strings, the bytes
+    redis-py would send for them. ``take()`` hands over what was added so far."""
+
+    __slots__ = ("_parts", "_ttl_bulk", "count")
+
+    def __init__(self, trace_ttl_s: int) -> None:
+        self._parts: list[str] = []
+        self._ttl_bulk = _bulk(str(trace_ttl_s))
+        self.count = 0
+
+    def rpush(self, key: str, entries: list[str]) -> None:
+        if not entries:
+            return
+        parts = self._parts
+        parts.append(f"*{len(entries) + 2}\r\n$5\r\nRPUSH\r\n{_bulk(key)}")
+        for entry in entries:
+            # Span JSON: isascii() is O(1) in CPython, and then characters are bytes.
+            if entry.isascii():
+                parts.append(f"${len(entry)}\r\n{entry}\r\n")
+            else:
+                parts.append(_bulk(entry))
+        self.count += 1
+
+    def rpush_and_expire(self, key: str, entries: list[str]) -> None:
+        self.rpush(key, entries)
+        self._parts.append(f"*3\r\n$6\r\nEXPIRE\r\n{_bulk(key)}{self._ttl_bulk}")
+        self.count += 1
+
+    def command(self, *arguments: str) -> None:
+        parts = self._parts
+        parts.append(f"*{len(arguments)}\r\n")
+        parts.extend(_bulk(argument) for argument in arguments)
+        self.count += 1
+
+    def take(self) -> bytes:
+        text = "".join(self._parts)
+        self._parts.clear()
+        return text.encode("utf-8", _ENCODING_ERRORS)
+
+
+def _bulk(text: str) -> str:
+    size = len(text) if text.isascii() else len(text.encode("utf-8", _ENCODING_ERRORS))
+    return f"${size}\r\n{text}\r\n"
+
+
+class _PipelinedCommands:
+    """Commands queued on a redis-py pipeline (clients the exporter cannot pack for)."""
+
+    __slots__ = ("_pipe", "_ttl", "count")
+
+    def __init__(self, pipe: Any, trace_ttl_s: int) -> None:
+        self._pipe = pipe
+        self._ttl = str(trace_ttl_s)
+        self.count = 0
+
+    def rpush(self, key: str, entries: list[str]) -> None:
+        if entries:
+            self.command("RPUSH", key, *entries)
+
+    def rpush_and_expire(self, key: str, entries: list[str]) -> None:
+        self.rpush(key, entries)
+        self.command("EXPIRE", key, self._ttl)
+
+    def command(self, *arguments: str) -> None:
+        name, *rest = arguments
+        # Arguments go as bytes, encoded as the packed transport encodes them; the
+        # name stays a str, which cluster pipelines route by.
+        self._pipe.execute_command(
+            name, *(argument.encode("utf-8", _ENCODING_ERRORS) for argument in rest)
+        )
+        self.count += 1
+
+
+async def _write_packed(
+    pool: ConnectionPool, commands: _PackedCommands, slices: Iterator[None]
+) -> list[Exception]:
+    """Write each slice of ``commands`` as ``slices`` makes it, then read every reply.
+
+    Returns the replies that are errors. Replies are read only after the last write:
+    however many writes, the batch waits for Redis once.
+    """
+    # Unannotated in redis-py (a deprecation decorator hides its signature).
+    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        async with asyncio.timeout(_TIMEOUT_S):
+            for _ in slices:
+                # The pool checked the connection when handing it out; a health-check
+                # PING here would cost a second round trip after an idle spell.
+                await connection.send_packed_command(commands.take(), check_health=False)
+                await asyncio.sleep(0)
+            await connection.send_packed_command(commands.take(), check_health=False)
+            failures: list[Exception] = []
+            clock = time.perf_counter
+            deadline = clock() + _SLICE_S
+            for number in range(commands.count):
+                if number % _CHECK_EVERY == 0 and clock() >= deadline:
+                    await asyncio.sleep(0)
+                    deadline = clock() + _SLICE_S
+                try:
+                    # math.inf: no timer per reply (the block above bounds them all).
+                    await connection.read_response(disable_decoding=True, timeout=math.inf)
+                except ResponseError as exc:
+                    failures.append(exc)
+            return failures
+    except BaseException:
+        # Unread replies (or half a write) would be served to the pool's next user.
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        # Shielded so a second cancellation cannot split the pool's bookkeeping.
+        await asyncio.shield(pool.release(connection))
 
 
 def _check_url(url: str) -> None:

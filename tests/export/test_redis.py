@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import Connection
 
 import asynctrace
 from asynctrace.export import RedisCommandError, RedisExporter
@@ -117,26 +118,40 @@ async def test_index_holds_local_roots_and_error_spans(
     assert {entry.span_id for entry in entries} == {"f000000000000001", "f000000000000003"}
 
 
-async def test_a_batch_is_one_pipeline_round_trip(
+async def test_a_batch_is_one_round_trip(
     client: aioredis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = 0
-    original = Pipeline.execute
+    # A round trip is a wait for Redis: a reply read after a write. The exporter packs
+    # its own commands (no Pipeline.execute), so the count is taken on the connection.
+    last: dict[int, str] = {}
+    round_trips = 0
+    original_send = Connection.send_packed_command
+    original_read = Connection.read_response
 
-    async def counting_execute(self: Pipeline, raise_on_error: bool = True) -> list[object]:
-        nonlocal calls
-        calls += 1
-        return await original(self, raise_on_error)
+    async def send(self: Connection, *args: Any, **kwargs: Any) -> None:
+        last[id(self)] = "write"
+        await original_send(self, *args, **kwargs)
 
-    monkeypatch.setattr(Pipeline, "execute", counting_execute)
+    async def read(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        nonlocal round_trips
+        if last.get(id(self)) == "write":
+            round_trips += 1
+        last[id(self)] = "read"
+        return await original_read(self, *args, **kwargs)
+
     exporter = RedisExporter(redis_url)
     spans = [
         finished(f"{n + 1:016x}", trace_id=f"{n % 7 + 1:032x}", status="error" if n % 5 else "ok")
         for n in range(300)
     ]
+    await exporter.export(spans[:1])  # connect (its handshake is not the batch's)
+    await client.flushdb()
+    monkeypatch.setattr(Connection, "send_packed_command", send)
+    monkeypatch.setattr(Connection, "read_response", read)
     await exporter.export(spans)
+    monkeypatch.undo()
     await exporter.shutdown()
-    assert calls == 1
+    assert round_trips == 1
     assert await client.llen(f"trace:{1:032x}") == 43
 
 

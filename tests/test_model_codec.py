@@ -1,0 +1,123 @@
+"""The fast span JSON encoders write exactly what ``json.dumps`` of the dict writes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from asynctrace.model import (
+    IndexEntry,
+    Span,
+    SpanLog,
+    _encode_span_reference,
+    _ms_json,
+    encode_index_entry,
+    encode_span,
+)
+
+# Any text: quotes, backslashes, control characters, non-ASCII, lone surrogates.
+texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+# Times as spans hold them, and values that must take the reference path.
+plain_ms = st.floats(min_value=0.0, max_value=2.0**42, exclude_max=True)
+odd_ms = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.sampled_from([2.0**42, 2.0**53, 1e16, -0.0, -1e-9, 0.0005, 0.0015, 1e-7]),
+)
+times = st.one_of(plain_ms, plain_ms, odd_ms)
+
+
+def build_span(
+    ids: tuple[str, str, str | None],
+    names: tuple[str, str, str, str],
+    clock: tuple[float, float, float],
+    tags: dict[str, str] | None,
+    logs: list[tuple[float, str, str]] | None,
+) -> Span:
+    span = Span.__new__(Span)
+    span.trace_id, span.span_id, span.parent_span_id = ids
+    span.service, span.operation, span.kind, span.status = names
+    span.start_time, span.end_time, span.duration = clock
+    span._tags = tags
+    span._logs = None if logs is None else [SpanLog(*log) for log in logs]
+    span.is_local_root = span.parent_span_id is None
+    return span
+
+
+spans = st.builds(
+    build_span,
+    st.tuples(
+        st.one_of(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32), texts),
+        st.one_of(st.text(alphabet="0123456789abcdef", min_size=16, max_size=16), texts),
+        st.one_of(st.none(), texts),
+    ),
+    st.tuples(texts, texts, st.sampled_from(["server", "client", "internal"]), texts),
+    st.tuples(times, times, times),
+    st.one_of(st.none(), st.dictionaries(texts, texts, max_size=6)),
+    st.one_of(st.none(), st.lists(st.tuples(times, texts, texts), max_size=3)),
+)
+
+
+def reference(span: Span) -> str | type[Exception]:
+    try:
+        return _encode_span_reference(span)
+    except (ValueError, TypeError) as exc:
+        return type(exc)
+
+
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failure
+@given(spans)
+def test_encode_span_is_byte_for_byte_json_dumps_of_to_dict(span: Span) -> None:
+    expected = reference(span)
+    if isinstance(expected, str):
+        assert encode_span(span) == expected
+    else:
+        with pytest.raises(expected):
+            encode_span(span)
+
+
+@settings(deadline=None)
+@given(spans)
+def test_index_entry_encoding_matches_the_dataclass_and_json_dumps(span: Span) -> None:
+    entry = IndexEntry.of(span)
+    assert entry.encode() == entry._encode_reference()
+    assert encode_index_entry(span) == entry.encode()
+
+
+@settings(deadline=None)
+@given(plain_ms)
+@example(0.0)
+@example(0.0005)  # exactly halfway in decimal, not in binary
+@example(1.0005)
+@example(2.0**42 - 2.0**-10)
+@example(1764236400123.4565)
+@example(9.9995)
+def test_millisecond_text_is_json_of_round_to_three_places(value: float) -> None:
+    assert _ms_json(value) == json.dumps(round(value, 3))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 2.0**42, 5])
+def test_millisecond_text_refuses_what_it_cannot_prove(value: float) -> None:
+    with pytest.raises(ValueError, match="plain float"):
+        _ms_json(value)
+
+
+def test_seed_span_keeps_its_field_order_and_escapes() -> None:
+    span = build_span(
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", None),
+        ('GET "/quoted"\n', "ops\\svc", "server", "error"),
+        (1764236400123.456, 1764236402623.9, 2500.444),
+        {"http.method": "GET", "é": "\u2028\x00"},
+        [(1764236400200.1, "cache miss", "info")],
+    )
+    assert encode_span(span) == json.dumps(
+        span.to_dict(), separators=(",", ":"), ensure_ascii=False
+    )
+    assert list(json.loads(encode_span(span))) == [
+        "traceId", "spanId", "parentSpanId", "service", "operation", "kind",
+        "startTime", "endTime", "duration", "status", "tags", "logs",
+    ]  # fmt: skip
