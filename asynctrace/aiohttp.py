@@ -30,7 +30,14 @@ from yarl import URL
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.context import ActiveSpan, span
 from asynctrace.model import Span
-from asynctrace.propagation import TRACE_ID_HEADER, TRACEPARENT_HEADER, extract, inject
+from asynctrace.propagation import (
+    PEER_SERVICE_TAG,
+    TRACE_ID_HEADER,
+    TRACEPARENT_HEADER,
+    caller_service,
+    extract,
+    inject,
+)
 
 __all__ = ["client_trace_config", "middleware", "setup"]
 
@@ -253,6 +260,12 @@ class _ServerTracing:
             server.set_tag("http.host", host)
             if remote is not None:
                 server.set_tag("net.peer.ip", remote)
+        if parent is not None and parent.tracestate:
+            # The caller's service, when it is traced by asynctrace too: the service
+            # map's edge, and kept with the span for imports and readers.
+            caller = caller_service(parent.tracestate)
+            if caller is not None:
+                server.set_tag(PEER_SERVICE_TAG, caller)
         if self.stores:
             request[_TRACE_ID_KEY] = server.trace_id
         server.__enter__()

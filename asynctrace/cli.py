@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
@@ -26,11 +29,14 @@ import asynctrace
 from asynctrace import keys
 from asynctrace.analysis import bottleneck, critical_path, error_chain, self_time
 from asynctrace.errors import AsynctraceError, InvalidQueryError
-from asynctrace.model import Trace, utc_day
-from asynctrace.store import TraceStore, TraceSummary
+from asynctrace.model import Span, SpanDecodeError, Trace, decode_span, utc_day
+from asynctrace.store import EdgeStats, StatsRow, TraceStore, TraceSummary, WeeklyPattern
 from asynctrace.terminal import (
     TraceRow,
     error_rows,
+    render_edges,
+    render_heatmap,
+    render_stats_table,
     render_trace_table,
     render_waterfall,
     slow_rows,
@@ -55,6 +61,8 @@ class _Settings:
     prefix: str
     # The demo uses a real Redis only when one was named (--redis-url or REDIS_URL).
     is_redis_url_given: bool
+    # The aggregate commands' clock (epoch ms), fixed by the hidden --now option.
+    now_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +144,15 @@ def _fail(message: str, status: int) -> NoReturn:
     show_default=True,
     help="Key prefix the services export with.",
 )
+@click.option(
+    "--now",
+    hidden=True,
+    metavar="TIME",
+    help="Answer aggregate questions as if it were TIME (ISO 8601); for reproducible reports.",
+)
 @click.version_option(asynctrace.__version__, prog_name="asynctrace")
 @click.pass_context
-def main(ctx: click.Context, redis_url: str, prefix: str) -> None:
+def main(ctx: click.Context, redis_url: str, prefix: str, now: str | None) -> None:
     """Find which service made a request slow and where an error started.
 
     Traces are read from Redis, where asynctrace's exporter writes them.
@@ -147,6 +161,7 @@ def main(ctx: click.Context, redis_url: str, prefix: str) -> None:
         redis_url=redis_url,
         prefix=prefix,
         is_redis_url_given=ctx.get_parameter_source("redis_url") is not ParameterSource.DEFAULT,
+        now_ms=None if now is None else _instant_ms(now, "--now"),
     )
 
 
@@ -417,6 +432,207 @@ def search(
 
     rows = [TraceRow.of(summary) for summary in _query(settings, read)]
     _echo_table(rows, "no recent traces match")
+
+
+# -- aggregates --------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([mhdw])")
+_UNIT_MS = {"m": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0, "w": 604_800_000.0}
+
+
+def _instant_ms(text: str, name: str) -> float:
+    """An ISO 8601 time (UTC unless it says otherwise) as epoch ms."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "expected an ISO 8601 time, e.g. 2026-11-23T09:00", param_hint=f"'{name}'"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() * 1000.0
+
+
+def _since_ms(text: str | None, now_ms: float) -> float | None:
+    """``--since``: a duration back from now (``30m``, ``24h``, ``7d``, ``2w``) or a time."""
+    if text is None:
+        return None
+    relative = _RELATIVE.fullmatch(text.strip().lower())
+    if relative is not None:
+        return now_ms - float(relative[1]) * _UNIT_MS[relative[2]]
+    return _instant_ms(text, "--since")
+
+
+_SINCE = click.option(
+    "--since",
+    metavar="24h|7d|TIME",
+    help="Start of the period: a duration back from now (30m, 24h, 7d, 2w) or an ISO time. "
+    "[default: 24h]",
+)
+
+
+def _now_of(settings: _Settings) -> float:
+    return time.time() * 1000.0 if settings.now_ms is None else settings.now_ms
+
+
+def _period_text(since_ms: float | None, now_ms: float) -> str:
+    start = now_ms - 86_400_000.0 if since_ms is None else since_ms
+    start = start // 3_600_000.0 * 3_600_000.0
+    hours = (now_ms - start) / 3_600_000.0
+
+    def shown(ms: float) -> str:
+        return datetime.fromtimestamp(ms / 1000.0, UTC).strftime("%Y-%m-%d %H:%M")
+
+    return f"{shown(start)} to {shown(now_ms)} UTC ({hours:.1f} h)"
+
+
+@main.command(short_help="Requests, errors and latency per service and operation.")
+@click.option("--service", help="Only this service (exact name).")
+@_SINCE
+@click.pass_obj
+def stats(settings: _Settings, service: str | None, since: str | None) -> None:
+    """Rate, error %, p50/p95/p99 and max per service and operation, from the per-hour
+    aggregates (kept 35 days), with the change against the period of the same length
+    before. Every request counts, sampled or not."""
+    now_ms = _now_of(settings)
+    since_ms = _since_ms(since, now_ms)
+
+    async def read(store: TraceStore) -> list[StatsRow]:
+        return await store.stats(service, since_ms, now=now_ms)
+
+    rows = _query(settings, read, param_hint="'--since'")
+    period = _period_text(since_ms, now_ms)
+    if not rows:
+        click.echo(f"no requests aggregated from {period}")
+        return
+    click.echo(f"requests from {period}; change against the period before")
+    click.echo(render_stats_table(rows))
+
+
+@main.command(short_help="Hour-of-week heatmap of one operation, and its hot spots.")
+@click.option("--service", required=True, help="The service (exact name).")
+@click.option("--operation", required=True, help="The operation (exact name).")
+@click.option(
+    "--weeks", type=click.IntRange(1, 5), default=4, show_default=True, help="Weeks to look at."
+)
+@click.pass_obj
+def patterns(settings: _Settings, service: str, operation: str, weeks: int) -> None:
+    """Draw p95 by hour of the week (UTC) over the last weeks, and name the hours that
+    are slow week after week ("Mondays 09:00-10:00 UTC, p95 5.1 s vs 0.4 s typical").
+
+    An hour is named only when it has at least 20 requests in each week counted, its
+    p95 is at least twice the typical p95, and that holds in at least 3 weeks and
+    three quarters of the weeks with data.
+    """
+    now_ms = _now_of(settings)
+
+    async def read(store: TraceStore) -> WeeklyPattern:
+        return await store.patterns(service, operation, weeks, now=now_ms)
+
+    pattern = _query(settings, read)
+    if not any(cell.count for cell in pattern.cells):
+        click.echo(f"no requests aggregated for {service} {operation} in the last {weeks} weeks")
+        return
+    terminal = _Terminal.of(sys.stdout)
+    click.echo(render_heatmap(pattern, ascii_only=terminal.ascii_only))
+
+
+@main.command("map", short_help="Calls between services: rate, errors, p95.")
+@_SINCE
+@click.pass_obj
+def map_command(settings: _Settings, since: str | None) -> None:
+    """List caller -> callee edges with calls, calls/s, error % and p95 (at the callee).
+
+    An edge is counted when the caller's client and the callee's server are both
+    traced by asynctrace (the caller's service travels in the tracestate header).
+    """
+    now_ms = _now_of(settings)
+    since_ms = _since_ms(since, now_ms)
+
+    async def read(store: TraceStore) -> list[EdgeStats]:
+        return await store.service_map(since_ms, now=now_ms)
+
+    edges = _query(settings, read, param_hint="'--since'")
+    period = _period_text(since_ms, now_ms)
+    if not edges:
+        click.echo(f"no calls between services from {period}")
+        return
+    click.echo(f"calls between services from {period}")
+    click.echo(render_edges(edges))
+
+
+_IMPORT_BATCH = 1000
+_SHOWN_BAD_LINES = 20
+
+
+@main.command("import", short_help="Load a JSON-lines file of spans into Redis.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+@click.pass_obj
+def import_command(settings: _Settings, file: Path) -> None:
+    """Write the spans of FILE (one span JSON object per line, as asynctrace or the
+    original TypeScript tracer writes them) exactly as a live span would be written:
+    trace list, indexes and the per-hour aggregates of their start times (hours
+    more than 35 days old are past the aggregates' lifetime and are not kept).
+
+    Blank lines are skipped. A line that is not valid span JSON is reported with its
+    number and skipped (a span is written whole or not at all); the good lines are
+    still imported, and the exit status is then 1 so that scripts notice.
+    """
+    from asynctrace.export import RedisCommandError, RedisExporter
+
+    try:
+        exporter = RedisExporter(settings.redis_url, prefix=settings.prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--redis-url'") from None
+    bad: list[str] = []
+    imported = 0
+    batch: list[Span] = []
+    with asyncio.Runner() as runner:
+
+        def flush() -> None:
+            nonlocal imported
+            if not batch:
+                return
+            try:
+                runner.run(exporter.export(batch))
+            except (ConnectionError, OSError, RedisCommandError) as exc:
+                raise click.ClickException(
+                    f"Redis refused the import after {imported:,} spans: {exc}"
+                ) from None
+            imported += len(batch)
+            batch.clear()
+
+        try:
+            with (
+                file.open("rb") as lines,
+                click.progressbar(
+                    length=file.stat().st_size, label=f"importing {file.name}", file=sys.stderr
+                ) as bar,
+            ):
+                for number, line in enumerate(lines, start=1):
+                    bar.update(len(line))
+                    if not line.strip():
+                        continue
+                    try:
+                        batch.append(decode_span(line))
+                    except SpanDecodeError as exc:
+                        bad.append(f"line {number}: {exc}")
+                        continue
+                    except RecursionError:
+                        bad.append(f"line {number}: nested too deeply")
+                        continue
+                    if len(batch) >= _IMPORT_BATCH:
+                        flush()
+                flush()
+        finally:
+            runner.run(exporter.shutdown())
+    for message in bad[:_SHOWN_BAD_LINES]:
+        click.echo(f"skipped {message}", err=True)
+    if len(bad) > _SHOWN_BAD_LINES:
+        click.echo(f"skipped {len(bad) - _SHOWN_BAD_LINES} more bad lines", err=True)
+    click.echo(f"imported {imported:,} spans from {file.name}; {len(bad):,} bad lines skipped")
+    if bad:
+        sys.exit(1)
 
 
 # -- demo and dashboard ------------------------------------------------------------------

@@ -19,10 +19,13 @@ from asynctrace.ids import is_valid_span_id, is_valid_trace_id
 from asynctrace.model import Span, SpanContext
 
 __all__ = [
+    "PEER_SERVICE_TAG",
     "SPAN_ID_HEADER",
     "TRACEPARENT_HEADER",
     "TRACESTATE_HEADER",
     "TRACE_ID_HEADER",
+    "VENDOR_KEY",
+    "caller_service",
     "extract",
     "format_traceparent",
     "inject",
@@ -87,6 +90,16 @@ _TRACESTATE_KEY = re.compile(
     r"[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
 )
 _MAX_TRACESTATE_VALUE = 256
+
+VENDOR_KEY = "asynctrace"
+"""Our tracestate key; its value is the calling service's name (``caller_service``)."""
+PEER_SERVICE_TAG = "peer.service"
+"""The server span tag naming the calling service, as read from our tracestate entry."""
+_VENDOR_PREFIX = VENDOR_KEY + "="
+# Service names are percent-encoded into a tracestate value: everything outside
+# %x21-7E, and ",", "=" and "%" themselves (§3.3.1.3.2 forbids "," and "=").
+_VENDOR_UNSAFE = re.compile(r"[^\x21-\x7e]|[,=%]")
+_PERCENT_ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
 def parse_traceparent(value: str) -> SpanContext | None:
@@ -244,6 +257,8 @@ def _headers_for(span: Span | SpanContext) -> dict[str, str]:
         TRACEPARENT_HEADER: format_traceparent(trace_id, span_id, is_sampled=bool(span.is_sampled))
     }
     tracestate = _outgoing_tracestate(span.tracestate)
+    if isinstance(span, Span) and span.service:
+        tracestate = _with_caller(tracestate, span.service)
     if tracestate:
         headers[TRACESTATE_HEADER] = tracestate
     headers[TRACE_ID_HEADER] = trace_id
@@ -407,3 +422,47 @@ def _truncate_tracestate(members: list[str]) -> str:
     while kept and total > _MAX_PROPAGATED_TRACESTATE:
         total -= len(kept.pop()) + 1
     return ",".join(kept)
+
+
+def caller_service(tracestate: str) -> str | None:
+    """The calling service named by our ``asynctrace`` tracestate entry, or None.
+
+    The client side of a traced call puts its own service there (leftmost, W3C
+    §3.5), so the server span it starts knows its caller. Never raises.
+    """
+    try:
+        for member in tracestate.split(","):
+            member = member.strip(_OWS)
+            if member.startswith(_VENDOR_PREFIX):
+                value = member[len(_VENDOR_PREFIX) :]
+                encoded = _PERCENT_ESCAPE.sub(lambda match: chr(int(match[1], 16)), value)
+                # Encoded as UTF-8 bytes, one escape per byte: undo both steps.
+                name = encoded.encode("latin-1").decode("utf-8")
+                return name or None
+        return None
+    except Exception:
+        return None  # a foreign or garbled entry names no caller
+
+
+def _vendor_value(service: str) -> str:
+    raw = service.encode("utf-8").decode("latin-1")
+    return _VENDOR_UNSAFE.sub(lambda match: f"%{ord(match[0]):02X}", raw)
+
+
+def _with_caller(tracestate: str, service: str) -> str:
+    """``tracestate`` with our entry naming ``service`` leftmost, replacing an older one.
+
+    W3C §3.5: a vendor that modifies its entry moves it to the left; the list stays
+    within 32 members and 512 characters by dropping entries from the right. A name
+    too long for a tracestate value is not sent at all (no truncated, wrong caller).
+    """
+    value = _vendor_value(service)
+    if len(value) > _MAX_TRACESTATE_VALUE:
+        return tracestate
+    others = [
+        member
+        for member in tracestate.split(",")
+        if member and not member.startswith(_VENDOR_PREFIX)
+    ]
+    members = [_VENDOR_PREFIX + value, *others][:_MAX_TRACESTATE_MEMBERS]
+    return _truncate_tracestate(members)

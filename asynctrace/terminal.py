@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from asynctrace.analysis import CriticalSegment, critical_path
+from asynctrace.analysis.patterns import DAY_NAMES
 from asynctrace.model import Span, Trace
-from asynctrace.store import TraceSummary
+from asynctrace.store import EdgeStats, OperationStats, StatsRow, TraceSummary, WeeklyPattern
 
 __all__ = [
     "TraceRow",
     "error_rows",
     "format_ms",
+    "render_edges",
+    "render_heatmap",
+    "render_stats_table",
     "render_trace_table",
     "render_waterfall",
     "slow_rows",
@@ -389,4 +393,131 @@ def render_trace_table(
             )
         line = "  ".join(texts).rstrip()
         lines.append(line if width is None else _fit(line, max(width, _MIN_WIDTH), glyphs))
+    return "\n".join(lines)
+
+
+# -- aggregates -----------------------------------------------------------------------
+
+
+def _aligned(header: Sequence[str], table: Sequence[Sequence[str]], right: set[int]) -> str:
+    widths = [max(len(header[i]), *(len(cells[i]) for cells in table)) for i in range(len(header))]
+    lines = []
+    for cells in [header, *table]:
+        texts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        lines.append("  ".join(texts).rstrip())
+    return "\n".join(lines)
+
+
+def _optional_ms(value: float | None) -> str:
+    return "-" if value is None else format_ms(value)
+
+
+def _rate(per_s: float) -> str:
+    """Requests per second; per hour when under 0.01/s, so a quiet route is not "0"."""
+    if per_s < 0.01:
+        return f"{per_s * 3600:.2f}/h"
+    return f"{per_s:.3f}/s" if per_s < 10 else f"{per_s:,.1f}/s"
+
+
+def _change(current: float | None, previous: float | None) -> str:
+    """Relative change, "+12%"; "new" without a previous value; "-" when unknown."""
+    if current is None:
+        return "-"
+    if previous is None:
+        return "new"
+    if previous <= 0:
+        return "-" if current <= 0 else "new"
+    # round() first: "-0%" says nothing "+0%" does not.
+    return f"{round((current - previous) / previous * 100):+d}%"
+
+
+def render_stats_table(rows: Sequence[StatsRow]) -> str:
+    """RED table: per service and operation, rate, error %, p50/p95/p99 and max, with
+    the change of rate and p95 against the period before. Pure; no trailing newline."""
+    header = (
+        "SERVICE", "OPERATION", "REQUESTS", "RATE", "ERRORS", "P50", "P95", "P99", "MAX",
+        "RATE +/-", "P95 +/-",
+    )  # fmt: skip
+    table = []
+    for row in rows:
+        now: OperationStats = row.current
+        before = row.previous
+        table.append(
+            (
+                row.service,
+                row.operation,
+                f"{now.count:,}",
+                _rate(now.rate_per_s),
+                f"{now.error_rate * 100:.1f}%",
+                _optional_ms(now.p50_ms),
+                _optional_ms(now.p95_ms),
+                _optional_ms(now.p99_ms),
+                _optional_ms(now.max_ms),
+                _change(now.rate_per_s, None if before is None else before.rate_per_s),
+                _change(now.p95_ms, None if before is None else before.p95_ms),
+            )
+        )
+    return _aligned(header, table, right=set(range(2, len(header))))
+
+
+def render_edges(edges: Sequence[EdgeStats]) -> str:
+    """Service map as a table: caller → callee, calls, calls/s, error %, p95. Pure."""
+    header = ("CALLER", "", "CALLEE", "CALLS", "RATE", "ERRORS", "P95")
+    table = [
+        (
+            edge.caller,
+            "->",
+            edge.callee,
+            f"{edge.stats.count:,}",
+            _rate(edge.stats.rate_per_s),
+            f"{edge.stats.error_rate * 100:.1f}%",
+            _optional_ms(edge.stats.p95_ms),
+        )
+        for edge in edges
+    ]
+    return _aligned(header, table, right={3, 4, 5, 6})
+
+
+_SHADES = "░▒▓█"
+_ASCII_SHADES = ":+*#"
+
+
+def render_heatmap(pattern: WeeklyPattern, *, ascii_only: bool = False) -> str:
+    """The hour-of-week grid: 7 rows (Monday first) by 24 hour columns, each hour
+    shaded by its p95 relative to the slowest hour ("·" where there were no
+    requests), then the legend and one line per hot spot. Pure."""
+    shades = _ASCII_SHADES if ascii_only else _SHADES
+    empty = "." if ascii_only else "·"
+    p95s = [cell.p95_ms for cell in pattern.cells if cell.p95_ms is not None]
+    low = min(p95s, default=0.0)
+    high = max(p95s, default=0.0)
+    lines = [
+        f"{pattern.service} {pattern.operation}: p95 by hour of the week (UTC), "
+        f"last {pattern.weeks} weeks",
+        "     " + "".join(f"{hour:<3d}" for hour in range(0, 24, 3)).rstrip(),
+    ]
+    for day, name in enumerate(DAY_NAMES):
+        cells = pattern.cells[day * 24 : (day + 1) * 24]
+        row = []
+        for cell in cells:
+            if cell.p95_ms is None:
+                row.append(empty)
+                continue
+            # Log scale: latency spreads over orders of magnitude.
+            share = 0.0 if high <= low else math.log(cell.p95_ms / low) / math.log(high / low)
+            row.append(shades[min(len(shades) - 1, int(share * len(shades)))])
+        lines.append(f"{name[:3]}  {''.join(row)}")
+    lines.append(
+        f"shades: p95 from {format_ms(low)} to {format_ms(high)} (log scale); "
+        f"requests {sum(cell.count for cell in pattern.cells):,}, "
+        f"slow (>= {format_ms(pattern.slow_threshold_ms)}) "
+        f"{sum(cell.slow for cell in pattern.cells):,}"
+    )
+    if pattern.hot_spots:
+        lines.extend(spot.sentence for spot in pattern.hot_spots)
+    else:
+        lines.append("no recurring hot spots")
     return "\n".join(lines)

@@ -34,8 +34,12 @@ logger = logging.getLogger("asynctrace")
 class Tracer:
     """The process's tracing settings and its export path.
 
-    Spans of unsampled traces are not exported, except error spans (tagged
-    ``sampling.kept=error``); they are counted as ``unsampled``, not as dropped.
+    Spans of unsampled traces are not stored as traces, except error spans (tagged
+    ``sampling.kept=error``); they are counted as ``unsampled``, not as dropped. The
+    aggregates still count every request: when the exporter takes them
+    (``accepts_unsampled``, as ``RedisExporter`` does), an unsampled local-root or
+    server span is queued for the aggregates only and counted in ``aggregate_only``
+    as well (it then also shows in ``exported`` or ``dropped``, like any queued span).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class Tracer:
         sample_rate: float = 1.0,
         slow_threshold_ms: float = 1000.0,
         trace_ttl_s: int = keys.TRACE_TTL_S,
+        aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
         prefix: str = keys.DEFAULT_PREFIX,
         limits: Limits = DEFAULT_LIMITS,
         max_queue: int = 20_000,
@@ -71,6 +76,7 @@ class Tracer:
                 prefix=prefix,
                 slow_threshold_ms=slow_threshold_ms,
                 trace_ttl_s=trace_ttl_s,
+                aggregate_ttl_s=aggregate_ttl_s,
             )
         self.exporter = exporter
         self.queue = (
@@ -81,6 +87,9 @@ class Tracer:
             else None
         )
         self._unsampled = 0
+        self._aggregate_only = 0
+        # An exporter that writes aggregates says so; others never see unsampled ok spans.
+        self._is_aggregating = getattr(exporter, "accepts_unsampled", False) is True
         self._warned_unexported = False
         # The context layer calls these for every ended span. A sampled span goes
         # straight into the queue: no method of ours sits on that path.
@@ -107,8 +116,17 @@ class Tracer:
             # Errors are always kept, even when their trace was not sampled.
             span.tags["sampling.kept"] = "error"
             self.queue.append(span)
-        else:
-            self._unsampled += 1
+            return
+        self._unsampled += 1
+        if (
+            self._is_aggregating
+            and self.queue is not None
+            and (span.is_local_root or span.kind == "server")
+        ):
+            # Aggregates count every request, sampled or not; the exporter writes
+            # only aggregates for an unsampled ok span.
+            self._aggregate_only += 1
+            self.queue.append(span)
 
     def start(self) -> None:
         """Start the export task on the running loop, if there is one."""
@@ -136,7 +154,9 @@ class Tracer:
         """Export health: queued, exported, dropped, failed batches, last error."""
         if self.queue is None:
             return ExportStats(0, 0, 0, 0, None, unsampled=self._unsampled)
-        return replace(self.queue.stats(), unsampled=self._unsampled)
+        return replace(
+            self.queue.stats(), unsampled=self._unsampled, aggregate_only=self._aggregate_only
+        )
 
 
 _tracer: Tracer | None = None
@@ -151,6 +171,7 @@ def configure(
     sample_rate: float = 1.0,
     slow_threshold_ms: float = 1000.0,
     trace_ttl_s: int = keys.TRACE_TTL_S,
+    aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
     prefix: str = keys.DEFAULT_PREFIX,
     limits: Limits = DEFAULT_LIMITS,
     max_queue: int = 20_000,
@@ -160,9 +181,10 @@ def configure(
     """Configure tracing for this process and return the ``Tracer``.
 
     ``service`` defaults to ``$ASYNCTRACE_SERVICE``, then ``$SERVICE_NAME``, then
-    ``"unknown"``; ``redis_url`` to ``$REDIS_URL``. Calling again reconfigures: the
-    previous tracer is flushed and shut down in the background. Raises ``ValueError``
-    for invalid settings; never connects synchronously.
+    ``"unknown"``; ``redis_url`` to ``$REDIS_URL``. ``aggregate_ttl_s`` is how long
+    the per-hour aggregates are kept after their hour (35 days). Calling again
+    reconfigures: the previous tracer is flushed and shut down in the background.
+    Raises ``ValueError`` for invalid settings; never connects synchronously.
     """
     global _tracer
     tracer = Tracer(
@@ -172,6 +194,7 @@ def configure(
         sample_rate=sample_rate,
         slow_threshold_ms=slow_threshold_ms,
         trace_ttl_s=trace_ttl_s,
+        aggregate_ttl_s=aggregate_ttl_s,
         prefix=prefix,
         limits=limits,
         max_queue=max_queue,

@@ -19,6 +19,7 @@ import asynctrace
 from asynctrace import _ratelimit, context, ids
 from asynctrace.model import Span, SpanContext
 from asynctrace.propagation import (
+    caller_service,
     extract,
     format_traceparent,
     inject,
@@ -542,9 +543,10 @@ def _span(*, is_sampled: bool = True, tracestate: str = "") -> Span:
 def test_inject_sets_all_four_headers_for_a_span() -> None:
     headers: dict[str, str] = {}
     inject(headers, _span(tracestate="rojo=1"))
+    # Our own entry names the calling service, leftmost (§3.5), for the service map.
     assert headers == {
         "traceparent": VALID,
-        "tracestate": "rojo=1",
+        "tracestate": "asynctrace=svc,rojo=1",
         "X-Trace-ID": TRACE_ID,
         "X-Span-ID": SPAN_ID,
     }
@@ -553,12 +555,46 @@ def test_inject_sets_all_four_headers_for_a_span() -> None:
 def test_inject_writes_the_unsampled_flag_and_no_empty_tracestate() -> None:
     # §3.3.1.1: vendors SHOULD avoid sending empty tracestate headers.
     headers: dict[str, str] = {}
-    inject(headers, _span(is_sampled=False))
+    inject(headers, SpanContext(TRACE_ID, SPAN_ID, False, ""))
     assert headers == {
         "traceparent": _traceparent(flags="00"),
         "X-Trace-ID": TRACE_ID,
         "X-Span-ID": SPAN_ID,
     }
+
+
+def test_inject_names_the_calling_service_in_our_tracestate_entry() -> None:
+    headers: dict[str, str] = {}
+    inject(headers, _span(is_sampled=False))
+    assert headers["tracestate"] == "asynctrace=svc"
+    assert caller_service(headers["tracestate"]) == "svc"
+
+
+def test_inject_replaces_an_older_entry_of_ours_and_moves_it_left() -> None:
+    headers: dict[str, str] = {}
+    inject(headers, _span(tracestate="rojo=1,asynctrace=gateway,congo=2"))
+    assert headers["tracestate"] == "asynctrace=svc,rojo=1,congo=2"
+
+
+def test_our_tracestate_entry_keeps_the_member_limit() -> None:
+    members = [f"k{index}=v" for index in range(32)]
+    headers: dict[str, str] = {}
+    inject(headers, _span(tracestate=",".join(members)))
+    assert headers["tracestate"] == ",".join(["asynctrace=svc", *members[:31]])
+    assert parse_tracestate(headers["tracestate"]) == headers["tracestate"]
+
+
+@pytest.mark.parametrize("service", ["orders, eu=1", "münchen %", "a b", "x" * 200])
+def test_any_service_name_travels_as_a_valid_tracestate_value(service: str) -> None:
+    span = Span(TRACE_ID, SPAN_ID, None, service, "op")
+    value = trace_headers(span)["tracestate"]
+    assert parse_tracestate(value) == value
+    assert caller_service(value) == service
+
+
+def test_a_foreign_or_garbled_entry_names_no_caller() -> None:
+    assert caller_service("rojo=1") is None
+    assert caller_service("asynctrace=%FF") is None
 
 
 def test_inject_does_not_overwrite_headers_the_caller_set() -> None:
@@ -572,7 +608,11 @@ def test_inject_does_not_overwrite_headers_the_caller_set() -> None:
 def test_inject_keeps_the_callers_x_trace_id_pair_together() -> None:
     headers = {"X-TRACE-ID": "theirs"}
     inject(headers, _span())
-    assert headers == {"X-TRACE-ID": "theirs", "traceparent": VALID}
+    assert headers == {
+        "X-TRACE-ID": "theirs",
+        "traceparent": VALID,
+        "tracestate": "asynctrace=svc",
+    }
 
 
 def test_inject_into_a_multidict_respects_existing_names() -> None:
@@ -607,7 +647,7 @@ def test_inject_of_invalid_trace_id_adds_nothing(parent: SpanContext) -> None:
 def test_inject_never_forwards_a_tracestate_that_could_split_headers() -> None:
     headers: dict[str, str] = {}
     inject(headers, _span(tracestate="rojo=1\r\nX-Evil: 1"))
-    assert "tracestate" not in headers
+    assert headers["tracestate"] == "asynctrace=svc"
     assert headers["traceparent"] == VALID
 
 
@@ -615,7 +655,7 @@ def test_inject_normalises_a_hand_set_oversized_tracestate() -> None:
     members = [f"k{index}=" + "v" * 67 for index in range(8)]  # 567 characters in all
     headers: dict[str, str] = {}
     inject(headers, _span(tracestate=",".join(members)))
-    assert headers["tracestate"] == ",".join(members[:7])
+    assert headers["tracestate"] == ",".join(["asynctrace=svc", *members[:7]])
 
 
 def test_inject_outside_a_span_adds_nothing() -> None:
@@ -652,6 +692,7 @@ def test_trace_headers_describe_the_current_span() -> None:
         "traceparent": format_traceparent(
             current.trace_id, current.span_id, is_sampled=current.is_sampled
         ),
+        "tracestate": f"asynctrace={current.service}",
         "X-Trace-ID": current.trace_id,
         "X-Span-ID": current.span_id,
     }
@@ -679,7 +720,7 @@ def test_inject_then_extract_gives_back_the_span_as_parent(is_sampled: bool) -> 
     headers: CIMultiDict[str] = CIMultiDict()
     inject(headers, span)
     assert extract(CIMultiDictProxy(headers)) == SpanContext(
-        span.trace_id, span.span_id, is_sampled, span.tracestate
+        span.trace_id, span.span_id, is_sampled, f"asynctrace=svc,{span.tracestate}"
     )
 
 

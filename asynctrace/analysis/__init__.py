@@ -1,7 +1,8 @@
 """Pure analysis of one trace: critical path, self time, bottleneck, errors, comparison.
 
 Every function here takes a ``Trace`` (loaded by the store) and returns values; none
-does I/O, so the CLI, the dashboard and tests call them the same way.
+does I/O, so the CLI, the dashboard and tests call them the same way. The one
+exception to "of one trace" is ``hot_spots``, over per-hour duration histograms.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from asynctrace.analysis._compare import Comparison, OperationDeviation, compare
 from asynctrace.analysis._critical_path import CriticalSegment, critical_path
 from asynctrace.analysis._error_chain import ErrorChain, ErrorHop, error_chain
 from asynctrace.analysis._self_time import self_time
+from asynctrace.analysis.patterns import HotSpot, PatternGuard, hot_spots
 
 __all__ = [
     "Bottleneck",
@@ -18,10 +20,13 @@ __all__ = [
     "CriticalSegment",
     "ErrorChain",
     "ErrorHop",
+    "HotSpot",
     "OperationDeviation",
+    "PatternGuard",
     "bottleneck",
     "compare",
     "critical_path",
     "error_chain",
+    "hot_spots",
     "self_time",
 ]

@@ -12,10 +12,23 @@ Pages:
   ``text`` filter). ``limit`` caps the rows (1-1000, default 100).
 - ``GET /traces/{trace_id}``: the waterfall with the critical path, bottleneck,
   error chain, span details and the comparison with similar traces.
+- ``GET /stats?service=&since=``: requests, rate, error %, p50/p95/p99 and max per
+  service and operation (``since`` is ``1h``, ``24h`` (default), ``7d``, ``30d``).
+- ``GET /patterns?service=&operation=&weeks=``: the hour-of-week heatmap of p95 and
+  the recurring hot spots; hot hours link to their slow traces while kept.
+- ``GET /map?since=``: the service map as an SVG graph and a table of edges.
 
 JSON API (all ``GET``; listing rows are ``{trace_id, operation, service, services,
 duration_ms, status, start_time, error}``, times in epoch ms):
 
+- ``/api/stats?service=&since=``: ``{"rows": [{service, operation, current,
+  previous}]}``; ``current``/``previous`` hold ``count, errors, error_rate,
+  rate_per_s, p50_ms, p95_ms, p99_ms, max_ms, seconds``. ``since`` is ``24h``/``7d``/
+  ``2w`` back from now or epoch ms.
+- ``/api/patterns?service=&operation=&weeks=``: ``{grid: 7 x 24 of {count, p95_ms,
+  slow}, hot_spots: [{sentence, ...}], ...}``, Monday first, UTC.
+- ``/api/map?since=``: ``{"edges": [{caller, callee, calls, calls_per_s,
+  error_rate, p95_ms}]}``.
 - ``/api/health``: ``{"status": "ok", "redis": "reachable", ...}``, 503 when Redis
   does not answer.
 - ``/api/recent?limit=&since=``: ``{"traces": [row, ...]}``, newest first.
@@ -24,7 +37,7 @@ duration_ms, status, start_time, error}``, times in epoch ms):
 - ``/api/errors?day=&limit=``: ``{"day", "total", "traces", "expired_trace_ids",
   "not_shown"}``, traces with an error span that UTC day, newest first.
 - ``/api/search?service=&operation=&status=&min_duration_ms=&text=&trace_id=&since=
-  &limit=``: ``{"traces": [row, ...]}``; every filter given must match.
+  &until=&limit=``: ``{"traces": [row, ...]}``; every filter given must match.
 - ``/api/traces/{trace_id}?similar=``: the trace: its spans as span JSON (the
   seed's camelCase format) in tree order, ``depths`` by span id, and ``analysis``:
   ``critical_path``, ``bottleneck``, ``error_chain``, ``self_time_ms`` and

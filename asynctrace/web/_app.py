@@ -20,6 +20,14 @@ from asynctrace.errors import InvalidQueryError
 from asynctrace.ids import is_valid_trace_id
 from asynctrace.model import Trace, utc_day
 from asynctrace.store import TraceStore
+from asynctrace.web._aggregates import (
+    heat_rows,
+    map_json,
+    map_view,
+    pattern_json,
+    since_ms,
+    stats_json,
+)
 from asynctrace.web._assets import Assets
 from asynctrace.web._errors import TraceNotFound, error_middleware, error_response
 from asynctrace.web._queries import Listing, list_traces, similar_traces
@@ -93,6 +101,12 @@ def create_app(store: TraceStore, *, token: str | None = None) -> web.Applicatio
     app.on_response_prepare.append(add_security_headers)
     app.router.add_get("/", _traces_page, name="traces")
     app.router.add_get("/traces/{trace_id}", _trace_page, name="trace")
+    app.router.add_get("/stats", _stats_page, name="stats")
+    app.router.add_get("/patterns", _patterns_page, name="patterns")
+    app.router.add_get("/map", _map_page, name="map")
+    app.router.add_get("/api/stats", _api_stats, name="api-stats")
+    app.router.add_get("/api/patterns", _api_patterns, name="api-patterns")
+    app.router.add_get("/api/map", _api_map, name="api-map")
     app.router.add_get("/api/health", _api_health, name="api-health")
     app.router.add_get("/api/recent", _api_recent, name="api-recent")
     app.router.add_get("/api/slow", _api_slow, name="api-slow")
@@ -232,6 +246,95 @@ async def _trace_page(request: web.Request) -> web.StreamResponse:
     view = await _trace_view(request)
     context = {"view": view, "trace": view.trace, "data": view.page_data()}
     return aiohttp_jinja2.render_template("trace.html", request, context)
+
+
+# -- aggregates: stats, patterns, map --------------------------------------------------
+
+_PERIODS = ("1h", "24h", "7d", "30d")
+
+
+def _text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name, "").strip()
+    return value or None
+
+
+def _weeks(request: web.Request) -> int:
+    return _limit(request, "weeks", default=4, maximum=5)
+
+
+async def _stats_page(request: web.Request) -> web.StreamResponse:
+    now_ms = time.time() * 1000.0
+    period = request.query.get("since") or "24h"
+    service = _text(request, "service")
+    rows = await request.app[STORE].stats(service, since_ms(period, now_ms), now=now_ms)
+    context = {
+        "view": "stats",
+        "rows": rows,
+        "service": service or "",
+        "period": period,
+        "periods": _PERIODS,
+    }
+    return aiohttp_jinja2.render_template("stats.html", request, context)
+
+
+async def _patterns_page(request: web.Request) -> web.StreamResponse:
+    now_ms = time.time() * 1000.0
+    service, operation = _text(request, "service"), _text(request, "operation")
+    weeks = _weeks(request)
+    context: dict[str, Any] = {
+        "view": "patterns",
+        "service": service or "",
+        "operation": operation or "",
+        "weeks": weeks,
+        "pattern": None,
+        "rows": [],
+        "choices": [],
+    }
+    store = request.app[STORE]
+    if service is not None and operation is not None:
+        pattern = await store.patterns(service, operation, weeks, now=now_ms)
+        context["pattern"] = pattern
+        context["rows"] = heat_rows(pattern, now_ms)
+    else:
+        # Offer the busiest operations of the last week to pick from.
+        context["choices"] = (await store.stats(since=now_ms - 7 * 86_400_000.0, now=now_ms))[:50]
+    return aiohttp_jinja2.render_template("patterns.html", request, context)
+
+
+async def _map_page(request: web.Request) -> web.StreamResponse:
+    now_ms = time.time() * 1000.0
+    period = request.query.get("since") or "24h"
+    edges = await request.app[STORE].service_map(since_ms(period, now_ms), now=now_ms)
+    context = {
+        "view": "map",
+        "edges": edges,
+        "map": map_view(edges),
+        "period": period,
+        "periods": _PERIODS,
+    }
+    return aiohttp_jinja2.render_template("map.html", request, context)
+
+
+async def _api_stats(request: web.Request) -> web.StreamResponse:
+    now_ms = time.time() * 1000.0
+    since = since_ms(request.query.get("since"), now_ms)
+    rows = await request.app[STORE].stats(_text(request, "service"), since, now=now_ms)
+    return web.json_response({"rows": stats_json(rows)})
+
+
+async def _api_patterns(request: web.Request) -> web.StreamResponse:
+    service, operation = _text(request, "service"), _text(request, "operation")
+    if service is None or operation is None:
+        raise InvalidQueryError("give a service and an operation")
+    pattern = await request.app[STORE].patterns(service, operation, _weeks(request))
+    return web.json_response(pattern_json(pattern))
+
+
+async def _api_map(request: web.Request) -> web.StreamResponse:
+    now_ms = time.time() * 1000.0
+    since = since_ms(request.query.get("since"), now_ms)
+    edges = await request.app[STORE].service_map(since, now=now_ms)
+    return web.json_response({"edges": map_json(edges)})
 
 
 # -- JSON API ------------------------------------------------------------------------
@@ -375,6 +478,7 @@ def _search_filters(request: web.Request) -> dict[str, Any]:
         "min_duration_ms": _number(request, "min_duration_ms"),
         "text": text("text"),
         "since": _number(request, "since"),
+        "until": _number(request, "until"),
     }
 
 
