@@ -1,0 +1,89 @@
+"""``python -m benchmarks --quick`` runs every scenario and reports in the right shape.
+
+Only the shape is checked, never a timing: each scenario runs once, quickly, in its
+own process (all six at once), and must print its table and write its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import SCENARIOS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(240)
+def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path) -> None:
+    # wrk only when it is already there: the suite never installs packages.
+    load_tool = "auto" if shutil.which("wrk") else "loop"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks",
+                name,
+                "--quick",
+                "--load-tool",
+                load_tool,
+                "--json",
+                str(tmp_path / f"{name}.json"),
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in SCENARIOS
+    }
+    outputs = {}
+    try:
+        for name, process in runs.items():
+            stdout, stderr = process.communicate(timeout=200)
+            assert process.returncode == 0, f"{name} failed:\n{stderr[-3000:]}"
+            outputs[name] = stdout
+    finally:
+        for process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+    for number, name in enumerate(SCENARIOS, start=1):
+        stdout = outputs[name]
+        assert f"== {number}. " in stdout
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["quick"] is True
+        assert report["command"].startswith("python -m benchmarks")
+        assert report["machine"]["cpu_count"] >= 1
+        assert report["packages"]["asynctrace"]
+        scenario = report["scenarios"][name]
+        assert scenario["title"].startswith(f"{number}. ")
+        assert scenario["rows"]
+        assert all(len(row) == len(scenario["columns"]) for row in scenario["rows"])
+        for target in scenario["targets"]:
+            assert set(target) == {"text", "measured", "met"}
+            assert target["met"] in (True, False, None)
+            assert f"] {target['text']}: " in stdout
+
+
+def test_an_unknown_scenario_is_refused_with_the_list_of_names() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "unknown scenario(s) nope" in out.stderr
+    assert all(name in out.stderr for name in SCENARIOS)
