@@ -12,6 +12,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TypedDict, Unpack
 
 from asynctrace import context, keys
 from asynctrace._ratelimit import report_internal_error
@@ -20,6 +21,7 @@ from asynctrace.model import DEFAULT_LIMITS, Limits, Span
 
 __all__ = [
     "Tracer",
+    "TracerOptions",
     "configure",
     "flush",
     "get_tracer",
@@ -163,44 +165,37 @@ _tracer: Tracer | None = None
 _retired: set[asyncio.Task[bool]] = set()
 
 
+class TracerOptions(TypedDict, total=False):
+    """The keyword options of ``configure()``; their defaults are ``Tracer``'s."""
+
+    exporter: SpanExporter | None
+    sample_rate: float
+    slow_threshold_ms: float
+    trace_ttl_s: int
+    aggregate_ttl_s: int
+    prefix: str
+    limits: Limits
+    max_queue: int
+    batch_size: int
+    max_delay_s: float
+
+
 def configure(
     service: str | None = None,
     redis_url: str | None = None,
-    *,
-    exporter: SpanExporter | None = None,
-    sample_rate: float = 1.0,
-    slow_threshold_ms: float = 1000.0,
-    trace_ttl_s: int = keys.TRACE_TTL_S,
-    aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
-    prefix: str = keys.DEFAULT_PREFIX,
-    limits: Limits = DEFAULT_LIMITS,
-    max_queue: int = 20_000,
-    batch_size: int = 256,
-    max_delay_s: float = 0.2,
+    **options: Unpack[TracerOptions],
 ) -> Tracer:
     """Configure tracing for this process and return the ``Tracer``.
 
     ``service`` defaults to ``$ASYNCTRACE_SERVICE``, then ``$SERVICE_NAME``, then
-    ``"unknown"``; ``redis_url`` to ``$REDIS_URL``. ``aggregate_ttl_s`` is how long
-    the per-hour aggregates are kept after their hour (35 days). Calling again
-    reconfigures: the previous tracer is flushed and shut down in the background.
-    Raises ``ValueError`` for invalid settings; never connects synchronously.
+    ``"unknown"``; ``redis_url`` to ``$REDIS_URL``; the keyword options and their
+    defaults are ``Tracer``'s (``aggregate_ttl_s``, for one, is how long the per-hour
+    aggregates are kept after their hour: 35 days). Calling again reconfigures: the
+    previous tracer is flushed and shut down in the background. Raises
+    ``ValueError`` for invalid settings; never connects synchronously.
     """
     global _tracer
-    tracer = Tracer(
-        service=service,
-        redis_url=redis_url,
-        exporter=exporter,
-        sample_rate=sample_rate,
-        slow_threshold_ms=slow_threshold_ms,
-        trace_ttl_s=trace_ttl_s,
-        aggregate_ttl_s=aggregate_ttl_s,
-        prefix=prefix,
-        limits=limits,
-        max_queue=max_queue,
-        batch_size=batch_size,
-        max_delay_s=max_delay_s,
-    )
+    tracer = Tracer(service=service, redis_url=redis_url, **options)
     previous, _tracer = _tracer, tracer
     context.set_recorder(tracer)
     if previous is not None:
