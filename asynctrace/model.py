@@ -248,20 +248,36 @@ class Span:
         if self._ended:
             return
         try:
-            text = _tag_text(value)
-            key = str(key)
-            tags = self.tags
-            if key not in tags and len(tags) >= self.limits.max_tags:
-                tags[DROPPED_TAGS_TAG] = str(int(tags.get(DROPPED_TAGS_TAG, "0")) + 1)
-                return
-            tags[self._clip(key)] = self._clip(text)
+            self._set_tag(key, value)
         except Exception as exc:
             report_internal_error("set_tag failed", exc)
 
+    def _set_tag(self, key: str, value: object) -> None:
+        text = value if type(value) is str else _tag_text(value)
+        if type(key) is not str:
+            key = str(key)
+        tags = self._tags
+        if tags is None:
+            tags = self._tags = {}
+        limits = self.limits
+        if key not in tags and len(tags) >= limits.max_tags:
+            tags[DROPPED_TAGS_TAG] = str(int(tags.get(DROPPED_TAGS_TAG, "0")) + 1)
+            return
+        longest = limits.max_string_length
+        if len(key) <= longest and len(text) <= longest:
+            tags[key] = text  # the common case: nothing to clip
+        else:
+            tags[self._clip(key)] = self._clip(text)
+
     def set_tags(self, tags: Mapping[str, object]) -> None:
         """Set several tags at once (see ``set_tag``)."""
-        for key, value in tags.items():
-            self.set_tag(key, value)
+        if self._ended:
+            return
+        try:
+            for key, value in tags.items():
+                self._set_tag(key, value)
+        except Exception as exc:
+            report_internal_error("set_tags failed", exc)
 
     def log(self, message: str, *, level: str = "info", timestamp: float | None = None) -> None:
         """Attach a log line. ``timestamp`` is epoch ms and defaults to now."""
