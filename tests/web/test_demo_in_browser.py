@@ -1,0 +1,130 @@
+"""Issue 6's "done when": after the demo, the dashboard leads a new user to both stories.
+
+The demo's five real services write their traces to fakeredis; the dashboard serves
+that store to headless Chromium, where a user clicks from the slow list to the
+bottleneck waterfall and from the error list to the failing payment span. The demo
+runs once (its slow checkout takes 2.5 s), so one test walks both journeys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from asynctrace.demo import DemoResult, run_demo
+from asynctrace.store import TraceStore
+from asynctrace.web import create_app
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, ConsoleMessage, Page
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+CARD_ERROR = "CardProcessorError: card processor unavailable (503 from acquirer)"
+
+
+class _Problems:
+    """Console errors and warnings, and uncaught exceptions, a page reported."""
+
+    def __init__(self, page: Page) -> None:
+        self.messages: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            self.messages.append(f"console {message.type}: {message.text}")
+
+
+@pytest.fixture
+async def demo_client() -> AsyncIterator[aioredis.Redis]:
+    """The embedded store the demo writes to, as ``asynctrace demo`` uses it."""
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def demo(demo_client: aioredis.Redis) -> DemoResult:
+    async with asyncio.timeout(15):  # a guard: the demo takes about 3 s
+        return await run_demo(store_client=demo_client, out=io.StringIO())
+
+
+@pytest.fixture
+async def demo_dashboard_url(demo_client: aioredis.Redis) -> AsyncIterator[str]:
+    """The dashboard over the demo's store on 127.0.0.1 (a free port), with a slash."""
+    server = TestServer(create_app(TraceStore(demo_client)), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1360, "height": 660})
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+async def test_demo_traces_lead_from_the_lists_to_the_bottleneck_and_the_failing_payment(
+    page: Page, demo: DemoResult, demo_dashboard_url: str
+) -> None:
+    problems = _Problems(page)
+
+    # The slow list names the slow checkout; its row opens the bottleneck waterfall.
+    await page.goto(f"{demo_dashboard_url}?view=slow")
+    await page.locator(f'a.op[href="/traces/{demo.slow_trace_id}"]').click()
+    await page.wait_for_url(f"**/traces/{demo.slow_trace_id}")
+    finding = page.locator(".bottleneck-finding")
+    assert (await finding.inner_text()).splitlines()[-1].startswith("orders is the bottleneck: ")
+    bottleneck = page.locator(".span-row.bottleneck")
+    assert await bottleneck.count() == 1
+    assert await bottleneck.locator(".svc").inner_text() == "orders"
+    assert await bottleneck.locator(".badge.slow").inner_text() == "bottleneck"
+    assert "critical" in (await bottleneck.get_attribute("class") or "").split()
+    assert await bottleneck.locator(".crit").count() >= 1
+    # The sentence links to the span: following it selects orders and shows it.
+    await page.locator(".span-row").first.click()
+    await finding.locator("a[data-span-link]").click()
+    assert await page.locator(".span-row.selected").get_attribute("id") == (
+        await bottleneck.get_attribute("id")
+    )
+    assert await page.locator(".details-op").inner_text() == "POST /orders/{order_id}/checkout"
+    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "demo-slow-trace.png", full_page=True)
+
+    # The error list names the failed checkout; its row opens on the error chain.
+    await page.goto(f"{demo_dashboard_url}?view=errors")
+    await page.locator(f'a.op[href="/traces/{demo.error_trace_id}"]').click()
+    await page.wait_for_url(f"**/traces/{demo.error_trace_id}")
+    chain = page.locator("#error-chain")
+    assert f"payment failed first: {CARD_ERROR} (in POST /charges)" in await chain.inner_text()
+    origin = chain.locator("li.origin a")
+    assert await origin.locator(".hop-service").inner_text() == "payment"
+    assert await origin.locator(".hop-op").inner_text() == "POST /charges"
+    # Away from the origin, then back through its link: payment's span and its error.
+    await page.locator(".span-row").first.click()
+    assert await page.locator(".details-op").inner_text() != "POST /charges"
+    await origin.click()
+    selected = page.locator(".span-row.selected")
+    assert await selected.locator(".svc").inner_text() == "payment"
+    assert "origin" in (await selected.get_attribute("class") or "").split()
+    details = page.locator(".details")
+    assert await details.locator(".details-op").inner_text() == "POST /charges"
+    assert "card processor unavailable (503 from acquirer)" in await details.inner_text()
+    assert problems.messages == []
