@@ -27,7 +27,7 @@ from click.core import ParameterSource
 
 import asynctrace
 from asynctrace import keys
-from asynctrace.analysis import bottleneck, critical_path, error_chain, self_time
+from asynctrace.analysis import bottleneck, error_chain, trace_report
 from asynctrace.errors import AsynctraceError, InvalidQueryError
 from asynctrace.model import Span, SpanDecodeError, Trace, decode_span, utc_day
 from asynctrace.store import EdgeStats, StatsRow, TraceStore, TraceSummary, WeeklyPattern
@@ -234,7 +234,7 @@ def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
         # The store accepted the id, so it is 32 hex digits: safe to echo.
         raise click.ClickException(f"no trace {trace_id.lower()} (it may have expired after 24 h)")
     if as_json:
-        click.echo(json.dumps(_trace_json(trace), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(trace_report(trace), indent=2, ensure_ascii=False))
         return
     terminal = _Terminal.of(sys.stdout)
     click.echo(
@@ -274,69 +274,6 @@ def logs(settings: _Settings, trace_id: str, as_json: bool) -> None:
             click.echo(f"trace {trace.trace_id} has no log lines")
         return
     click.echo(format_log_lines(lines, json=as_json))
-
-
-def _trace_json(trace: Trace) -> dict[str, Any]:
-    """The trace as span JSON plus its analysis, in the dashboard API's field names."""
-    critical = critical_path(trace)
-    found = bottleneck(trace)
-    chain = error_chain(trace)
-    return {
-        "trace_id": trace.trace_id,
-        "root_span_id": trace.root.span_id,
-        "operation": trace.root.operation,
-        "service": trace.root.service,
-        "services": list(trace.services),
-        "duration_ms": round(trace.total_duration, 3),
-        "start_time": round(trace.start_time, 3),
-        "status": "error" if trace.has_errors else "ok",
-        "span_count": len(trace.spans),
-        "is_complete": trace.is_complete,
-        "orphan_span_ids": [span.span_id for span in trace.orphans],
-        "corrupt_entries": trace.corrupt_entries,
-        "spans": [span.to_dict() for span, _ in trace.depth_first()],
-        "analysis": {
-            "critical_path": [
-                {
-                    "span_id": segment.span.span_id,
-                    "service": segment.span.service,
-                    "operation": segment.span.operation,
-                    "start": round(segment.start, 3),
-                    "end": round(segment.end, 3),
-                    "duration_ms": round(segment.duration_ms, 3),
-                }
-                for segment in critical
-            ],
-            "bottleneck": None
-            if found is None
-            else {
-                "service": found.service,
-                "span_id": found.span.span_id,
-                "critical_ms": round(found.critical_ms, 3),
-                "total_ms": round(found.total_ms, 3),
-                "share": round(found.share, 4),
-                "sentence": found.sentence,
-            },
-            "error_chain": None
-            if chain is None
-            else {
-                "origin_span_id": chain.origin.span_id,
-                "message": chain.message,
-                "sentence": chain.sentence,
-                "path": [
-                    {
-                        "span_id": hop.span.span_id,
-                        "service": hop.span.service,
-                        "operation": hop.span.operation,
-                        "status": hop.status,
-                        "http_status": hop.http_status,
-                    }
-                    for hop in chain.path
-                ],
-            },
-            "self_time_ms": {key: round(value, 3) for key, value in self_time(trace).items()},
-        },
-    }
 
 
 # -- listings ----------------------------------------------------------------------------
@@ -518,7 +455,7 @@ def stats(settings: _Settings, service: str | None, since: str | None) -> None:
 @click.pass_obj
 def patterns(settings: _Settings, service: str, operation: str, weeks: int) -> None:
     """Draw p95 by hour of the week (UTC) over the last weeks, and name the hours that
-    are slow week after week ("Mondays 09:00-10:00 UTC, p95 5.1 s vs 0.4 s typical").
+    are slow week after week ("Mondays 09:00-10:00 UTC, p95 5,100 ms vs 400 ms typical").
 
     An hour is named only when it has at least 20 requests in each week counted, its
     p95 is at least twice the typical p95, and that holds in at least 3 weeks and

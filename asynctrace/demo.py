@@ -27,7 +27,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 import asynctrace
 from asynctrace import keys
 from asynctrace.aiohttp import client_trace_config, setup
-from asynctrace.analysis import bottleneck, error_chain
+from asynctrace.analysis import bottleneck, error_chain, format_ms
 from asynctrace.errors import AsynctraceError, InvalidQueryError
 from asynctrace.export import RedisExporter
 from asynctrace.model import Trace, utc_day
@@ -36,7 +36,6 @@ from asynctrace.store import TraceStore
 from asynctrace.terminal import (
     TraceRow,
     error_rows,
-    format_ms,
     render_trace_table,
     render_waterfall,
     slow_rows,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from asynctrace.analysis import CriticalSegment, critical_path
+from asynctrace.analysis import CriticalSegment, critical_path, format_ms
 from asynctrace.analysis.patterns import DAY_NAMES
 from asynctrace.model import Span, Trace
 from asynctrace.store import EdgeStats, OperationStats, StatsRow, TraceSummary, WeeklyPattern
@@ -21,7 +21,6 @@ from asynctrace.store import EdgeStats, OperationStats, StatsRow, TraceSummary, 
 __all__ = [
     "TraceRow",
     "error_rows",
-    "format_ms",
     "render_edges",
     "render_heatmap",
     "render_stats_table",
@@ -68,18 +67,6 @@ class _Glyphs:
 
 _UNICODE = _Glyphs(critical="█", other="░", error="✗", orphan="?", ellipsis="…")
 _ASCII = _Glyphs(critical="#", other="-", error="x", orphan="?", ellipsis="~")
-
-
-def format_ms(value: float) -> str:
-    """Milliseconds for a person: "2,500 ms", "10 ms", "4.5 ms", "<0.1 ms", "0 ms"."""
-    if value <= 0:
-        return "0 ms"
-    if value < 0.1:
-        return "<0.1 ms"
-    if value < 10:
-        # One decimal is the precision that matters below 10 ms; "5.0" reads as noise.
-        return f"{value:.1f}".removesuffix(".0") + " ms"
-    return f"{value:,.0f} ms"
 
 
 # -- waterfall ------------------------------------------------------------------------

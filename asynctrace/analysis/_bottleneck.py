@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asynctrace.analysis._critical_path import CriticalSegment, critical_path
+from asynctrace.analysis._units import format_ms
 from asynctrace.model import Span, Trace
 
 __all__ = ["Bottleneck", "bottleneck"]
@@ -33,8 +34,8 @@ class Bottleneck:
         critical path, in GET /orders/{id}".
         """
         text = (
-            f"{self.service} is the bottleneck: {_format_ms(self.critical_ms)} of "
-            f"{_format_ms(self.total_ms)} ({_format_share(self.share)}) on the critical path"
+            f"{self.service} is the bottleneck: {format_ms(self.critical_ms)} of "
+            f"{format_ms(self.total_ms)} ({_format_share(self.share)}) on the critical path"
         )
         if self.span.operation:
             text += f", in {self.span.operation}"
@@ -81,19 +82,6 @@ def _critical_time(
         )
         by_span[segment.span] = by_span.get(segment.span, 0.0) + segment.duration_ms
     return by_service, by_span
-
-
-def _format_ms(value: float) -> str:
-    """Milliseconds for a sentence: "2,500 ms", "4.5 ms", "0.4 ms", "<0.1 ms"."""
-    if value == 0:
-        return "0 ms"
-    if value < 0.1:
-        return "<0.1 ms"
-    if value < 10:
-        # One decimal is the precision that matters below 10 ms; "5.0" reads as noise.
-        text = f"{value:.1f}".removesuffix(".0")
-        return f"{text} ms"
-    return f"{value:,.0f} ms"
 
 
 def _format_share(share: float) -> str:

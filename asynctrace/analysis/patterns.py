@@ -25,6 +25,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from asynctrace.analysis._units import format_ms
 from asynctrace.histogram import Histogram
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "HOURS_PER_WEEK",
     "HotSpot",
     "PatternGuard",
-    "format_ms",
     "hot_spots",
     "hour_of_week_label",
 ]
@@ -74,7 +74,7 @@ class HotSpot:
 
     @property
     def sentence(self) -> str:
-        """E.g. "GET /orders/{id}: Mondays 09:00-10:00 UTC, p95 5.1 s vs 0.4 s typical,
+        """E.g. "GET /orders/{id}: Mondays 09:00-10:00 UTC, p95 5,100 ms vs 400 ms typical,
         in 4 of the last 4 weeks"."""
         return (
             f"{self.operation}: {_span_label(self.first_hour, self.end_hour)} UTC, "
@@ -160,10 +160,3 @@ def _span_label(first: int, end: int) -> str:
         stop_hour = 24 if end_day != day else stop
         return f"{DAY_NAMES[day]}s {start:02d}:00{_EN_DASH}{stop_hour:02d}:00"
     return f"{DAY_NAMES[day]}s {start:02d}:00 {_EN_DASH} {DAY_NAMES[end_day % 7]}s {stop:02d}:00"
-
-
-def format_ms(ms: float) -> str:
-    """A duration for a sentence: ``420 ms``, ``5.1 s``."""
-    if ms < 1000.0:
-        return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
-    return f"{ms / 1000.0:.1f} s"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from asynctrace.analysis.patterns import DAY_NAMES, HotSpot, format_ms
+from asynctrace.analysis import format_ms
+from asynctrace.analysis.patterns import DAY_NAMES, HotSpot
 from asynctrace.errors import InvalidQueryError
 from asynctrace.store import EdgeStats, OperationStats, StatsRow, WeeklyPattern
 

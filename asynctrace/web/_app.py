@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_response import StreamResponse
 
+from asynctrace.analysis import format_ms, trace_report
 from asynctrace.errors import InvalidQueryError
 from asynctrace.ids import is_valid_trace_id
 from asynctrace.model import Trace, utc_day
@@ -38,8 +39,6 @@ from asynctrace.web._security import (
     valid_token,
 )
 from asynctrace.web._views import (
-    TraceView,
-    format_ms,
     format_time,
     service_class,
     summary_json,
@@ -243,7 +242,8 @@ async def _traces_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _trace_page(request: web.Request) -> web.StreamResponse:
-    view = await _trace_view(request)
+    trace, similar = await _trace_with_similar(request)
+    view = trace_view(trace, similar)
     context = {"view": view, "trace": view.trace, "data": view.page_data()}
     return aiohttp_jinja2.render_template("trace.html", request, context)
 
@@ -389,8 +389,8 @@ async def _api_search(request: web.Request) -> web.StreamResponse:
 
 
 async def _api_trace(request: web.Request) -> web.StreamResponse:
-    view = await _trace_view(request)
-    return web.json_response(view.api_json())
+    trace, similar = await _trace_with_similar(request)
+    return web.json_response(trace_report(trace, similar=similar))
 
 
 # -- static files --------------------------------------------------------------------
@@ -413,7 +413,8 @@ async def _favicon(request: web.Request) -> web.StreamResponse:
 # -- helpers -------------------------------------------------------------------------
 
 
-async def _trace_view(request: web.Request) -> TraceView:
+async def _trace_with_similar(request: web.Request) -> tuple[Trace, list[Trace]]:
+    """The trace the path names and the similar traces to compare it with (``?similar=``)."""
     store = request.app[STORE]
     similar_limit = _limit(
         request, "similar", default=_DEFAULT_SIMILAR, maximum=_MAX_SIMILAR, minimum=0
@@ -421,8 +422,7 @@ async def _trace_view(request: web.Request) -> TraceView:
     trace: Trace | None = await store.get_trace(request.match_info["trace_id"])
     if trace is None:
         raise TraceNotFound(_not_found_message(request.match_info["trace_id"].lower()))
-    similar = await similar_traces(store, trace, limit=similar_limit)
-    return trace_view(trace, similar)
+    return trace, await similar_traces(store, trace, limit=similar_limit)
 
 
 def _not_found_message(trace_id: str) -> str:

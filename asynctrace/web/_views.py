@@ -1,9 +1,10 @@
 """Turning a ``Trace`` and its analysis into what the pages and the JSON API show.
 
 One ``TraceView`` is computed per request from the trace and the similar traces;
-the waterfall template, the page's JSON data block and ``/api/traces/{id}`` are all
-read off it, so the page and the API never disagree. Every number a person reads
-is formatted here, so the template and the script only place text.
+the waterfall template and the page's JSON data block are both read off it.
+``/api/traces/{id}`` is ``asynctrace.analysis.trace_report`` of the same values.
+Every number a person reads is formatted here (durations by
+``asynctrace.analysis.format_ms``), so the template and the script only place text.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from asynctrace.analysis import (
     compare,
     critical_path,
     error_chain,
+    format_ms,
     self_time,
 )
 from asynctrace.model import Span, Trace
@@ -35,7 +37,6 @@ __all__ = [
     "SpanRow",
     "Tick",
     "TraceView",
-    "format_ms",
     "format_time",
     "service_class",
     "summary_json",
@@ -61,17 +62,6 @@ _DETAIL_FIELDS = (
 )
 # A tick label sits right of its line; past this (percent) it would run off the axis.
 _LAST_TICK_LABEL = 88.0
-
-
-def format_ms(value: float) -> str:
-    """Milliseconds for a person: "2,500 ms", "4.5 ms", "0.4 ms", "<0.1 ms", "0 ms"."""
-    if value == 0:
-        return "0 ms"
-    if value < 0.1:
-        return "<0.1 ms"
-    if value < 10:
-        return f"{value:.1f}".removesuffix(".0") + " ms"
-    return f"{value:,.0f} ms"
 
 
 def format_time(epoch_ms: float) -> str:
@@ -225,90 +215,6 @@ class TraceView:
         else:
             initial = self.trace.root.span_id
         return {"fields": list(_DETAIL_FIELDS), "spans": spans, "initial": initial}
-
-    def api_json(self) -> dict[str, Any]:
-        """The trace and its analysis as ``/api/traces/{id}`` returns it."""
-        trace = self.trace
-        chain = self.error_chain
-        found = self.bottleneck
-        comparison = self.comparison
-        return {
-            "trace_id": trace.trace_id,
-            "root_span_id": trace.root.span_id,
-            "operation": trace.root.operation,
-            "service": trace.root.service,
-            "services": list(trace.services),
-            "duration_ms": round(trace.total_duration, 3),
-            "start_time": round(trace.start_time, 3),
-            "status": self.status,
-            "span_count": len(trace.spans),
-            "is_complete": trace.is_complete,
-            "orphan_span_ids": [span.span_id for span in trace.orphans],
-            "corrupt_entries": trace.corrupt_entries,
-            "spans": [row.span.to_dict() for row in self.rows],
-            "depths": {row.span.span_id: row.depth for row in self.rows},
-            "analysis": {
-                "critical_path": [
-                    {
-                        "span_id": segment.span.span_id,
-                        "service": segment.span.service,
-                        "operation": segment.span.operation,
-                        "start": round(segment.start, 3),
-                        "end": round(segment.end, 3),
-                        "duration_ms": round(segment.duration_ms, 3),
-                    }
-                    for segment in self.critical
-                ],
-                "bottleneck": None
-                if found is None
-                else {
-                    "service": found.service,
-                    "span_id": found.span.span_id,
-                    "critical_ms": round(found.critical_ms, 3),
-                    "total_ms": round(found.total_ms, 3),
-                    "share": round(found.share, 4),
-                    "sentence": found.sentence,
-                },
-                "error_chain": None
-                if chain is None
-                else {
-                    "origin_span_id": chain.origin.span_id,
-                    "message": chain.message,
-                    "sentence": chain.sentence,
-                    "path": [
-                        {
-                            "span_id": hop.span.span_id,
-                            "service": hop.span.service,
-                            "operation": hop.span.operation,
-                            "status": hop.status,
-                            "http_status": hop.http_status,
-                        }
-                        for hop in chain.path
-                    ],
-                },
-                "self_time_ms": {key: round(value, 3) for key, value in self.self_ms.items()},
-                "comparison": {
-                    "sample_size": comparison.sample_size,
-                    "duration_ms": round(comparison.duration_ms, 3),
-                    "median_duration_ms": None
-                    if comparison.median_duration_ms is None
-                    else round(comparison.median_duration_ms, 3),
-                    "deviations": [
-                        {
-                            "service": row.service,
-                            "operation": row.operation,
-                            "count": row.count,
-                            "duration_ms": round(row.duration_ms, 3),
-                            "median_count": row.median_count,
-                            "median_ms": round(row.median_ms, 3),
-                            "diff_ms": round(row.diff_ms, 3),
-                            "ratio": None if row.ratio is None else round(row.ratio, 4),
-                        }
-                        for row in comparison.deviations
-                    ],
-                },
-            },
-        }
 
 
 def trace_view(trace: Trace, similar: Sequence[Trace]) -> TraceView:

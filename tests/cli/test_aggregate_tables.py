@@ -63,6 +63,6 @@ def test_the_heatmap_is_seven_rows_of_twenty_four_hours_then_the_spots() -> None
         "shades: p95 from 400 ms to 5,000 ms (log scale); requests 200, slow (>= 1,000 ms) 100"
     )
     assert lines[10] == (
-        "GET /x: Mondays 09:00\u201310:00 UTC, p95 5.0 s vs 400 ms typical, "
+        "GET /x: Mondays 09:00\u201310:00 UTC, p95 5,000 ms vs 400 ms typical, "
         "in 4 of the last 4 weeks"
     )

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from asynctrace.model import Trace
-from asynctrace.terminal import format_ms, render_waterfall
+from asynctrace.terminal import render_waterfall
 from tests.analysis.span_builder import TraceBuilder
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -199,19 +199,3 @@ def test_a_very_deep_trace_keeps_names_readable() -> None:
     lines = render_waterfall(builder.build(), width=80, color=False).splitlines()
     assert all(len(line) <= 80 for line in lines)
     assert "svc59" in lines[-2]
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (0.0, "0 ms"),
-        (0.04, "<0.1 ms"),
-        (0.25, "0.2 ms"),
-        (4.5, "4.5 ms"),
-        (5.0, "5 ms"),
-        (10.0, "10 ms"),
-        (2500.444, "2,500 ms"),
-    ],
-)
-def test_durations_read_like_the_analysis_sentences(value: float, text: str) -> None:
-    assert format_ms(value) == text

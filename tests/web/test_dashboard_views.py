@@ -13,18 +13,9 @@ from asynctrace.web._views import (
     SERVICE_COLOURS,
     _descendant_counts,
     _ticks,
-    format_ms,
     service_class,
     trace_view,
 )
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(0, "0 ms"), (0.04, "<0.1 ms"), (4.5, "4.5 ms"), (5.0, "5 ms"), (2565.4, "2,565 ms")],
-)
-def test_format_ms(value: float, text: str) -> None:
-    assert format_ms(value) == text
 
 
 def test_service_colours_are_stable_and_all_defined_in_the_stylesheet() -> None:
