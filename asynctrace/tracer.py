@@ -220,9 +220,23 @@ def get_tracer() -> Tracer | None:
 
 
 async def flush(timeout_s: float | None = None) -> bool:
-    """Push every span finished so far. True when all were written; never raises."""
+    """Push every span finished so far. True when all were written; never raises.
+
+    Spans finished under a tracer that ``configure()`` replaced count too: their
+    tracer's background shutdown is awaited first.
+    """
     try:
-        return True if _tracer is None else await _tracer.flush(timeout_s)
+        loop = asyncio.get_running_loop()
+        retiring = [task for task in _retired if task.get_loop() is loop]
+        retired_ok = True
+        if retiring:
+            async with asyncio.timeout(timeout_s):
+                results = await asyncio.gather(*retiring, return_exceptions=True)
+            retired_ok = all(result is True for result in results)
+        flushed = True if _tracer is None else await _tracer.flush(timeout_s)
+        return retired_ok and flushed
+    except TimeoutError:
+        return False
     except Exception as exc:
         report_internal_error("flush failed", exc)
         return False

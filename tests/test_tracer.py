@@ -1,0 +1,76 @@
+"""configure(): environment defaults, reconfiguring, and health when nothing is set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import asynctrace
+from asynctrace.export import InMemoryExporter
+from asynctrace.tracer import Tracer, reset_tracer
+
+
+@pytest.fixture(autouse=True)
+def _forget_tracer() -> Iterator[None]:
+    yield
+    reset_tracer()
+
+
+def test_service_and_redis_url_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVICE_NAME", "from-service-name")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert Tracer().service == "from-service-name"
+    monkeypatch.setenv("ASYNCTRACE_SERVICE", "from-asynctrace")
+    tracer = Tracer()
+    assert tracer.service == "from-asynctrace"
+    assert tracer.redis_url == "redis://127.0.0.1:1/0"
+    monkeypatch.delenv("ASYNCTRACE_SERVICE")
+    monkeypatch.delenv("SERVICE_NAME")
+    assert Tracer().service == "unknown"
+
+
+async def test_reconfiguring_flushes_the_old_tracer_and_routes_new_spans_to_the_new_one() -> None:
+    first, second = InMemoryExporter(), InMemoryExporter()
+    asynctrace.configure(service="one", exporter=first, max_delay_s=3600)
+    async with asynctrace.span("before"):
+        pass
+    asynctrace.configure(service="two", exporter=second)
+    async with asynctrace.span("after"):
+        pass
+    assert await asynctrace.flush()  # awaits the replaced tracer's shutdown too
+    assert [span.operation for span in first.spans] == ["before"]
+    assert first.is_shut_down
+    assert [(span.operation, span.service) for span in second.spans] == [("after", "two")]
+    await asynctrace.shutdown()
+
+
+async def test_spans_ending_after_shutdown_are_counted_as_dropped() -> None:
+    asynctrace.configure(service="svc", exporter=InMemoryExporter())
+    await asynctrace.shutdown()
+    async with asynctrace.span("late"):
+        pass
+    assert asynctrace.stats().dropped == 1
+
+
+async def test_flush_shutdown_and_stats_work_before_configure() -> None:
+    assert await asynctrace.flush()
+    assert await asynctrace.shutdown()
+    stats = asynctrace.stats()
+    assert (stats.queued, stats.exported, stats.dropped) == (0, 0, 0)
+
+
+def test_configure_without_a_loop_starts_exporting_in_the_first_loop() -> None:
+    import asyncio
+
+    exporter = InMemoryExporter()
+    asynctrace.configure(service="svc", exporter=exporter)
+
+    async def work() -> None:
+        async with asynctrace.span("in-loop"):
+            pass
+        assert await asynctrace.flush()
+        await asynctrace.shutdown()
+
+    asyncio.run(work())
+    assert [span.operation for span in exporter.spans] == ["in-loop"]
