@@ -109,7 +109,8 @@ class ActiveSpan(Span):
     _token: Token[Span | None] | None
 
     def __enter__(self) -> ActiveSpan:
-        self._token = _active.set(self)
+        if self._token is None:  # entering it again must not stack a second token
+            self._token = _active.set(self)
         return self
 
     def __exit__(
@@ -128,7 +129,8 @@ class ActiveSpan(Span):
         self.end()
 
     async def __aenter__(self) -> ActiveSpan:
-        self._token = _active.set(self)
+        if self._token is None:
+            self._token = _active.set(self)
         return self
 
     async def __aexit__(

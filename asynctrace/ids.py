@@ -18,6 +18,10 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 _pool: list[str] = []
 
 
+# A forked child must not hand out the ids its parent still holds in the pool.
+os.register_at_fork(after_in_child=_pool.clear)
+
+
 def _refill() -> None:
     raw = os.urandom(8 * _POOL_IDS).hex()
     fresh = [raw[i : i + 16] for i in range(0, len(raw), 16)]

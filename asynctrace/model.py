@@ -288,6 +288,8 @@ class Span:
                 self.tags[DROPPED_LOGS_TAG] = str(int(self.tags.get(DROPPED_LOGS_TAG, "0")) + 1)
                 return
             when = time.time() * 1000.0 if timestamp is None else float(timestamp)
+            if not _EARLIEST_MS <= when <= _LATEST_MS:  # NaN fails too: it would not decode
+                when = time.time() * 1000.0
             self.logs.append(SpanLog(when, self._clip(str(message)), self._clip(str(level))))
         except Exception as exc:
             report_internal_error("span log failed", exc)
@@ -369,7 +371,7 @@ class Span:
         parent = (
             None if raw_parent in (None, "") else _id(raw_parent, "parentSpanId", is_valid_span_id)
         )
-        start = _number(data.get("startTime"), "startTime")
+        start = _epoch_ms(data.get("startTime"), "startTime")
         duration_raw = data.get("duration")
         if duration_raw is None:
             duration = _number(data.get("endTime"), "endTime") - start
@@ -419,6 +421,19 @@ def _id(value: object, name: str, is_valid: Callable[[object], bool]) -> str:
         if is_valid(value):
             return value
     raise SpanDecodeError(f"{name} is not a valid id")
+
+
+# Times a span may carry: the Unix epoch to the end of year 9999, the range a UTC day
+# or hour key can name. Anything else would fail later, when a key is built.
+_EARLIEST_MS = 0.0
+_LATEST_MS = 253_402_300_799_999.0
+
+
+def _epoch_ms(value: object, name: str) -> float:
+    number = _number(value, name)
+    if not _EARLIEST_MS <= number <= _LATEST_MS:
+        raise SpanDecodeError(f"{name} must be epoch milliseconds between 1970 and 9999")
+    return number
 
 
 def _number(value: object, name: str) -> float:

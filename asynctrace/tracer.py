@@ -230,9 +230,12 @@ async def flush(timeout_s: float | None = None) -> bool:
         retiring = [task for task in _retired if task.get_loop() is loop]
         retired_ok = True
         if retiring:
-            async with asyncio.timeout(timeout_s):
-                results = await asyncio.gather(*retiring, return_exceptions=True)
-            retired_ok = all(result is True for result in results)
+            # wait(), not gather(): a timeout here must not cancel their shutdown.
+            done, pending = await asyncio.wait(retiring, timeout=timeout_s)
+            retired_ok = not pending and all(
+                not task.cancelled() and task.exception() is None and task.result() is True
+                for task in done
+            )
         flushed = True if _tracer is None else await _tracer.flush(timeout_s)
         return retired_ok and flushed
     except TimeoutError:

@@ -37,7 +37,14 @@ class _LoopState:
 
     @property
     def is_alive(self) -> bool:
-        return not self.loop.is_closed() and self.task is not None and not self.task.done()
+        # A loop that stopped (run_until_complete returned) but was not closed would
+        # never run the task again: it is not alive either.
+        return (
+            self.loop.is_running()
+            and not self.loop.is_closed()
+            and self.task is not None
+            and not self.task.done()
+        )
 
 
 class ExportQueue:
@@ -83,6 +90,9 @@ class ExportQueue:
         # the queue length before an append that fills a batch.
         self._room = max_queue
         self._wake_at = batch_size - 1
+        # False while no worker runs (before the first, after its loop ended): then
+        # every append tries to start one, not only the empty -> non-empty transition.
+        self._has_worker = False
         self._exported = 0
         self._dropped = 0
         self._failed_batches = 0
@@ -98,7 +108,7 @@ class ExportQueue:
         if size < self._room:
             spans.append(span)
             # Wake the worker only on the transitions it waits for, not on every span.
-            if size == 0 or size == self._wake_at:
+            if size == 0 or size == self._wake_at or not self._has_worker:
                 self._wake()
             return
         self._append_over_room(span)
@@ -144,8 +154,15 @@ class ExportQueue:
     def _start(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
         state = _LoopState(loop)
         state.task = loop.create_task(self._run(state), name="asynctrace-export")
+        state.task.add_done_callback(self._worker_ended)
         self._state = state
+        self._has_worker = True
         return state
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        state = self._state
+        if state is None or state.task is task:
+            self._has_worker = False
 
     async def _run(self, state: _LoopState) -> None:
         try:
@@ -255,11 +272,18 @@ class ExportQueue:
         Returns False (without raising) when the exporter failed or ``timeout_s``
         passed; the spans stay queued for the background task.
         """
+        if self._is_closed:
+            return not self._spans  # shut down: nothing is queued, no worker to start
         loop = asyncio.get_running_loop()
         state = self._state
         if state is not None and state.is_alive and state.loop is not loop:
             future = asyncio.run_coroutine_threadsafe(self._flush_here(timeout_s), state.loop)
-            return await asyncio.wrap_future(future)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await asyncio.wrap_future(future)
+            except TimeoutError:
+                future.cancel()
+                return False
         return await self._flush_here(timeout_s)
 
     async def _flush_here(self, timeout_s: float | None) -> bool:
@@ -288,9 +312,12 @@ class ExportQueue:
         self._room = 0
         state, self._state = self._state, None
         if state is not None and state.task is not None and not state.task.done():
-            state.task.cancel()
             if state.loop is asyncio.get_running_loop():
+                state.task.cancel()
                 await asyncio.wait([state.task])  # waits without re-raising its cancellation
+            elif not state.loop.is_closed():
+                # The worker runs on another thread's loop: cancel it there.
+                state.loop.call_soon_threadsafe(state.task.cancel)
         lost = len(self._spans)
         self._spans.clear()
         self._dropped += lost

@@ -1,0 +1,186 @@
+"""Regression tests for bugs found in review: each named by the behaviour it keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+import asynctrace
+from asynctrace import ids
+from asynctrace.export import ExportQueue, InMemoryExporter
+from asynctrace.model import Span, SpanDecodeError, decode_span, encode_span
+from asynctrace.tracer import reset_tracer
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.fixture(autouse=True)
+def _forget_tracer() -> Iterator[None]:
+    yield
+    reset_tracer()
+
+
+def span(number: int = 1) -> Span:
+    return Span(TRACE, f"{number:016x}", None, "svc", f"op{number}")
+
+
+def test_a_non_finite_log_timestamp_is_replaced_so_the_span_stays_readable() -> None:
+    live = span()
+    live.log("late", timestamp=float("nan"))
+    live.log("later", timestamp=float("inf"))
+    live.end()
+    back = decode_span(encode_span(live))
+    assert [log.message for log in back.logs] == ["late", "later"]
+
+
+@pytest.mark.parametrize("start", [1e17, -5.0])
+def test_a_start_time_no_key_can_name_is_a_decode_error(start: float) -> None:
+    raw = json.dumps(
+        {"traceId": TRACE, "spanId": "a" * 16, "startTime": start, "duration": 1, "status": "ok"}
+    )
+    with pytest.raises(SpanDecodeError, match="between 1970 and 9999"):
+        decode_span(raw)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_reuse_the_parents_pooled_ids() -> None:
+    ids.new_span_id()  # fill the pool in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, ids.new_span_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_id != ids.new_span_id()
+
+
+async def test_entering_the_same_span_twice_does_not_leave_it_current(
+    exporter: InMemoryExporter,
+) -> None:
+    asynctrace.configure(service="svc", exporter=exporter)
+    outer = asynctrace.span("outer")
+    with outer, outer:
+        assert asynctrace.current_span() is outer
+    assert asynctrace.current_span() is None
+    await asynctrace.shutdown()
+
+
+async def test_flush_after_shutdown_starts_no_worker() -> None:
+    queue = ExportQueue(InMemoryExporter())
+    await queue.shutdown()
+    assert await queue.flush()
+    assert queue._state is None
+
+
+class DownExporter(InMemoryExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def export(self, spans: Sequence[Span]) -> None:
+        if self.down:
+            raise ConnectionError("redis is down")
+        await super().export(spans)
+
+
+def test_a_new_loop_restarts_the_worker_for_spans_left_by_an_ended_loop() -> None:
+    exporter = DownExporter()
+    queue = ExportQueue(exporter, batch_size=256, max_delay_s=0)
+
+    async def first_loop() -> None:
+        queue.start()
+        queue.append(span(1))
+        assert not await queue.flush(timeout_s=1)  # Redis down: span 1 stays queued
+
+    async def second_loop() -> None:
+        exporter.down = False
+        queue.append(span(2))  # the queue is not empty: no 0 -> 1 transition here
+        assert queue._state is not None
+        assert queue._state.is_alive  # restarted by the append, not only by a flush
+        assert await queue.flush(timeout_s=5)
+        await queue.shutdown()
+
+    asyncio.run(first_loop())
+    asyncio.run(second_loop())
+    assert sorted(s.operation for s in exporter.spans) == ["op1", "op2"]
+
+
+def test_flush_does_not_hand_work_to_a_stopped_loop() -> None:
+    exporter = InMemoryExporter()
+    queue = ExportQueue(exporter, batch_size=256, max_delay_s=3600)
+    stopped = asyncio.new_event_loop()
+    try:
+
+        async def start_there() -> None:
+            queue.start()
+            queue.append(span(1))
+
+        stopped.run_until_complete(start_there())  # stopped now, not closed
+
+        async def flush_here() -> bool:
+            return await queue.flush(timeout_s=5)
+
+        assert asyncio.run(flush_here())
+        assert [s.operation for s in exporter.spans] == ["op1"]
+    finally:
+        stopped.close()
+
+
+async def test_shutdown_cancels_a_worker_running_on_another_threads_loop() -> None:
+    queue = ExportQueue(InMemoryExporter())
+    started = threading.Event()
+    other = asyncio.new_event_loop()
+
+    def run_other() -> None:
+        asyncio.set_event_loop(other)
+        other.call_soon(queue.start)
+        other.call_soon(started.set)
+        other.run_forever()
+
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    try:
+        await asyncio.to_thread(started.wait, 5)
+        state = queue._state
+        assert state is not None
+        assert state.task is not None
+        await queue.shutdown(timeout_s=2)
+        done = threading.Event()
+        state.task.add_done_callback(lambda _: done.set())
+        assert await asyncio.to_thread(done.wait, 5)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        await asyncio.to_thread(thread.join)
+        other.close()
+
+
+class SlowShutdownExporter(InMemoryExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def export(self, spans: Sequence[Span]) -> None:
+        await self.release.wait()
+        await super().export(spans)
+
+
+async def test_a_flush_timeout_does_not_cancel_a_replaced_tracers_shutdown() -> None:
+    old_exporter = SlowShutdownExporter()
+    asynctrace.configure(service="one", exporter=old_exporter)
+    async with asynctrace.span("before"):
+        pass
+    asynctrace.configure(service="two", exporter=InMemoryExporter())
+    assert not await asynctrace.flush(timeout_s=0.05)
+    old_exporter.release.set()
+    assert await asynctrace.flush(timeout_s=5)
+    assert [s.operation for s in old_exporter.spans] == ["before"]
+    assert old_exporter.is_shut_down
+    await asynctrace.shutdown()
