@@ -199,15 +199,23 @@ def configure(
     previous, _tracer = _tracer, tracer
     context.set_recorder(tracer)
     if previous is not None:
-        _retire(previous)
+        _retire(previous, tracer)
     tracer.start()
     return tracer
 
 
-def _retire(previous: Tracer) -> None:
+def _retire(previous: Tracer, successor: Tracer) -> None:
+    """Shut ``previous`` down in the background; spans it still receives go on."""
+    queue = previous.queue
+    if queue is not None:
+        # Spans started before configure() end into the old queue: once it is shut
+        # down they continue to the new tracer instead of being dropped.
+        queue.successor = successor.on_end
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
+        if queue is not None:
+            queue.hand_over(successor.on_end)  # no loop to flush in: pass spans on
         return
     task = loop.create_task(previous.shutdown(), name="asynctrace-retire")
     _retired.add(task)

@@ -152,10 +152,13 @@ async def test_shutdown_cancels_a_worker_running_on_another_threads_loop() -> No
         state = queue._state
         assert state is not None
         assert state.task is not None
-        await queue.shutdown(timeout_s=2)
         done = threading.Event()
-        state.task.add_done_callback(lambda _: done.set())
+        task = state.task
+        # Callbacks belong to the task's own loop: register it there.
+        other.call_soon_threadsafe(task.add_done_callback, lambda _: done.set())
+        await queue.shutdown(timeout_s=2)
         assert await asyncio.to_thread(done.wait, 5)
+        assert task.cancelled()
     finally:
         other.call_soon_threadsafe(other.stop)
         await asyncio.to_thread(thread.join)
@@ -184,3 +187,31 @@ async def test_a_flush_timeout_does_not_cancel_a_replaced_tracers_shutdown() -> 
     assert [s.operation for s in old_exporter.spans] == ["before"]
     assert old_exporter.is_shut_down
     await asynctrace.shutdown()
+
+
+async def test_a_span_in_flight_during_configure_reaches_the_new_exporter() -> None:
+    first, second = InMemoryExporter(), InMemoryExporter()
+    asynctrace.configure(service="one", exporter=first)
+    in_flight = asynctrace.span("in-flight")
+    asynctrace.configure(service="two", exporter=second)
+    assert await asynctrace.flush()  # the first tracer is shut down now
+    in_flight.end()
+    assert await asynctrace.flush()
+    assert [s.operation for s in second.spans] == ["in-flight"]
+    assert asynctrace.stats().dropped == 0
+    await asynctrace.shutdown()
+
+
+def test_configure_outside_a_loop_hands_queued_spans_to_the_new_tracer() -> None:
+    second = InMemoryExporter()
+    asynctrace.configure(service="one", exporter=InMemoryExporter())
+    with asynctrace.span("queued-before"):
+        pass
+    asynctrace.configure(service="two", exporter=second)
+
+    async def drain() -> None:
+        assert await asynctrace.flush()
+        await asynctrace.shutdown()
+
+    asyncio.run(drain())
+    assert [s.operation for s in second.spans] == ["queued-before"]

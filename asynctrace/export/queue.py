@@ -90,6 +90,9 @@ class ExportQueue:
         # the queue length before an append that fills a batch.
         self._room = max_queue
         self._wake_at = batch_size - 1
+        # Where spans go that end after shutdown(): the queue of the tracer that
+        # replaced this one. Without one they are dropped and counted.
+        self.successor: Callable[[Span], None] | None = None
         # False while no worker runs (before the first, after its loop ended): then
         # every append tries to start one, not only the empty -> non-empty transition.
         self._has_worker = False
@@ -115,7 +118,11 @@ class ExportQueue:
 
     def _append_over_room(self, span: Span) -> None:
         if self._is_closed:
-            self._dropped += 1
+            successor = self.successor
+            if successor is not None:
+                successor(span)  # a span that started under a replaced tracer
+            else:
+                self._dropped += 1
             return
         spans = self._spans
         with contextlib.suppress(IndexError):  # the worker may have emptied it meanwhile
@@ -327,6 +334,15 @@ class ExportQueue:
         except Exception as exc:
             report_internal_error("exporter shutdown failed", exc)
         return flushed and lost == 0
+
+    def hand_over(self, successor: Callable[[Span], None]) -> None:
+        """Close without a loop: pass queued and later spans to ``successor``."""
+        self.successor = successor
+        self._is_closed = True
+        self._room = 0
+        spans = self._spans
+        while spans:
+            successor(spans.popleft())
 
     def stats(self) -> ExportStats:
         """Health of the export path. Never blocks."""
