@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from aiohttp import ClientResponseError, ClientSession, TraceConfig, web
+from aiohttp import ClientResponseError, ClientSession, TraceConfig, hdrs, web
 from aiohttp.tracing import (
     TraceRequestEndParams,
     TraceRequestExceptionParams,
@@ -44,6 +44,7 @@ __all__ = ["client_trace_config", "middleware", "setup"]
 # istr keys skip multidict's case folding on every lookup and assignment.
 _TRACEPARENT = istr(TRACEPARENT_HEADER)
 _TRACE_ID = istr(TRACE_ID_HEADER)
+_HOST = hdrs.HOST
 
 # Methods RFC 9110 (and RFC 5789, PATCH) define. Any other method is a client's free
 # choice, so it is named "HTTP" in an operation: operation names feed per-operation
@@ -231,7 +232,10 @@ class _ServerTracing:
         parent = extract(headers) if _TRACEPARENT in headers or _TRACE_ID in headers else None
         server = span(operation, kind="server", service=self.service, parent=parent)
 
-        host = request.host
+        # The Host header itself, not request.host: for a request without one, aiohttp
+        # before the fix of aio-libs/aiohttp#9308 falls back to socket.getfqdn(), a
+        # blocking call on the loop. No header, no http.host tag.
+        host = headers.get(_HOST)
         remote = request.remote
         limits = server.limits
         longest = limits.max_string_length
@@ -239,7 +243,7 @@ class _ServerTracing:
             limits.max_tags >= _SERVER_TAG_COUNT
             and longest >= _LONGEST_TAG_KEY
             and len(path) <= longest
-            and len(host) <= longest
+            and (host is None or len(host) <= longest)
             and len(method) <= longest
         ):
             # Nothing here needs clipping or counting: write the dict directly, which
@@ -249,7 +253,8 @@ class _ServerTracing:
             tags["http.path"] = path
             if template is not None:
                 tags["http.route"] = template
-            tags["http.host"] = host
+            if host is not None:
+                tags["http.host"] = host
             if remote is not None:
                 tags["net.peer.ip"] = remote
         else:
@@ -257,7 +262,8 @@ class _ServerTracing:
             server.set_tag("http.path", path)
             if template is not None:
                 server.set_tag("http.route", template)
-            server.set_tag("http.host", host)
+            if host is not None:
+                server.set_tag("http.host", host)
             if remote is not None:
                 server.set_tag("net.peer.ip", remote)
         if parent is not None and parent.tracestate:

@@ -536,6 +536,13 @@ def import_command(settings: _Settings, file: Path) -> None:
                 raise click.ClickException(
                     f"Redis refused the import after {imported:,} spans: {exc}"
                 ) from None
+            except ValueError as exc:
+                # A span the decoder let through but the exporter cannot key (a time
+                # outside the datetime range, say): one line, status 1, no traceback.
+                raise click.ClickException(
+                    f"could not import the spans after the first {imported:,}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
             imported += len(batch)
             batch.clear()
 

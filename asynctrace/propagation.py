@@ -29,6 +29,7 @@ __all__ = [
     "extract",
     "format_traceparent",
     "inject",
+    "is_valid_caller_name",
     "parse_traceparent",
     "parse_tracestate",
     "trace_headers",
@@ -100,6 +101,15 @@ _VENDOR_PREFIX = VENDOR_KEY + "="
 # %x21-7E, and ",", "=" and "%" themselves (§3.3.1.3.2 forbids "," and "=").
 _VENDOR_UNSAFE = re.compile(r"[^\x21-\x7e]|[,=%]")
 _PERCENT_ESCAPE = re.compile(r"%([0-9A-F]{2})")
+# The caller's name comes from a header anyone can send and becomes part of Redis
+# keys (the service map's edges, kept 35 days), so only a conservative name is
+# believed once decoded: 1 to 64 ASCII letters, digits, ".", "_", "-", ":", "/" and
+# inner spaces. Control, bidi and other non-ASCII characters, "%", quotes and
+# anything longer name no caller. (How many distinct callers there may be is not
+# capped here.)
+_CALLER_NAME = re.compile(r"[A-Za-z0-9._:/-](?:[A-Za-z0-9._:/ -]{0,62}[A-Za-z0-9._:/-])?")
+# Percent-encoded, 64 characters are at most 64 x 3: anything longer is not read.
+_MAX_CALLER_VALUE = 3 * 64
 
 
 def parse_traceparent(value: str) -> SpanContext | None:
@@ -428,20 +438,34 @@ def caller_service(tracestate: str) -> str | None:
     """The calling service named by our ``asynctrace`` tracestate entry, or None.
 
     The client side of a traced call puts its own service there (leftmost, W3C
-    §3.5), so the server span it starts knows its caller. Never raises.
+    §3.5), so the server span it starts knows its caller. The header is untrusted,
+    so a decoded name outside the conservative set of ``is_valid_caller_name`` (1 to 64
+    characters) names no caller either. Never raises.
     """
     try:
         for member in tracestate.split(","):
             member = member.strip(_OWS)
             if member.startswith(_VENDOR_PREFIX):
                 value = member[len(_VENDOR_PREFIX) :]
+                if len(value) > _MAX_CALLER_VALUE:
+                    return None
                 encoded = _PERCENT_ESCAPE.sub(lambda match: chr(int(match[1], 16)), value)
                 # Encoded as UTF-8 bytes, one escape per byte: undo both steps.
                 name = encoded.encode("latin-1").decode("utf-8")
-                return name or None
+                return name if is_valid_caller_name(name) else None
         return None
     except Exception:
         return None  # a foreign or garbled entry names no caller
+
+
+def is_valid_caller_name(name: object) -> bool:
+    """True when ``name`` may name a calling service (``peer.service``, an edge).
+
+    1 to 64 characters: ASCII letters, digits, ``.``, ``_``, ``-``, ``:``, ``/``, and
+    spaces that are neither first nor last. Nothing else (no control, bidi or other
+    non-ASCII characters), since the name becomes part of Redis keys.
+    """
+    return isinstance(name, str) and _CALLER_NAME.fullmatch(name) is not None
 
 
 def _vendor_value(service: str) -> str:

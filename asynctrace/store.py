@@ -62,6 +62,9 @@ DEFAULT_SLOW_THRESHOLD_MS = 1000.0
 _HOUR_MS = 3_600_000.0
 _DAY_MS = 24 * _HOUR_MS
 _WEEK_MS = 7 * _DAY_MS
+# Time arguments are epoch ms from 1970 up to the end of year 9999: UTC hours and
+# days are named with datetime, which has no year 10000.
+_END_OF_9999_MS = 253_402_300_800_000.0
 # Aggregate reads go to Redis in pipelines of this many commands, and one query reads
 # at most _MAX_AGGREGATE_READS keys (hours x pairs), so a query stays bounded.
 _PIPELINE_CHUNK = 5000
@@ -365,7 +368,7 @@ class TraceStore:
         started earlier is then summarised from its later entries.
         """
         limit = _valid_limit(limit)
-        since = _valid_number(since, "since")
+        since = _valid_time(since, "since")
         rows = await self._rows(since)
         return [row.summary for row in rows[:limit]]
 
@@ -405,8 +408,8 @@ class TraceStore:
             raise InvalidQueryError("status must be 'ok' or 'error'")
         min_duration_ms = _valid_number(min_duration_ms, "min_duration_ms")
         text = _valid_filter(text, "text")
-        since = _valid_number(since, "since")
-        until = _valid_number(until, "until")
+        since = _valid_time(since, "since")
+        until = _valid_time(until, "until")
         limit = _valid_limit(limit)
 
         operation_folded = operation.casefold() if operation is not None else None
@@ -812,7 +815,7 @@ def _score_pairs(reply: object) -> list[tuple[str, float]]:
 
 
 def _now_ms(now: float | None) -> float:
-    checked = _valid_number(now, "now")
+    checked = _valid_time(now, "now")
     return time.time() * 1000.0 if checked is None else checked
 
 
@@ -820,10 +823,10 @@ def _period(
     since: float | None, until: float | None, now: float | None, *, default_ms: float
 ) -> tuple[float, float]:
     """``(start, end)`` epoch ms: ``start`` at its hour's start, at most 35 days back."""
-    end = _valid_number(until, "until")
+    end = _valid_time(until, "until")
     if end is None:
         end = _now_ms(now)
-    begin = _valid_number(since, "since")
+    begin = _valid_time(since, "since")
     if begin is None:
         begin = end - default_ms
     if begin >= end:
@@ -920,6 +923,13 @@ def _valid_number(value: object, name: str) -> float | None:
     ):
         raise InvalidQueryError(f"{name} must be a finite number, at least 0")
     return float(value)
+
+
+def _valid_time(value: object, name: str) -> float | None:
+    checked = _valid_number(value, name)
+    if checked is not None and checked >= _END_OF_9999_MS:
+        raise InvalidQueryError(f"{name} must be epoch milliseconds within the years 1970 to 9999")
+    return checked
 
 
 def _valid_weeks(value: object) -> int:

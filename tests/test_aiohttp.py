@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Handler, Middleware
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -22,6 +22,7 @@ from asynctrace import _ratelimit
 from asynctrace import aiohttp as traced_aiohttp
 from asynctrace.aiohttp import client_trace_config, middleware, setup
 from asynctrace.export import InMemoryExporter
+from asynctrace.export.aggregates import aggregate_commands
 from asynctrace.ids import is_valid_span_id, is_valid_trace_id
 from asynctrace.model import Limits, Span
 from asynctrace.propagation import extract
@@ -99,6 +100,35 @@ async def test_server_span_is_named_after_the_route_template_with_http_tags(
         "net.peer.ip": "127.0.0.1",
     }
     assert response.headers["X-Trace-ID"] == span.trace_id
+
+
+async def test_a_request_without_host_header_has_no_host_tag_and_no_name_lookup(
+    tracer: Tracer, exporter: InMemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_lookup(name: str = "") -> str:
+        raise AssertionError("socket.getfqdn() blocks the event loop")
+
+    # aiohttp before the fix of aio-libs/aiohttp#9308 called it for request.host.
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    server = TestServer(app_with())
+    await server.start_server()
+    try:
+        # HTTP/1.0 needs no Host header; aiohttp's own client always sends one.
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        async with asyncio.timeout(5):
+            reply = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await server.close()
+
+    assert reply.split(b"\r\n", 1)[0].endswith(b" 200 OK")
+    span = await only_span(exporter)
+    assert "http.host" not in span.tags
+    assert span.tags["http.path"] == "/"
+    assert span.status == "ok"
+    assert _ratelimit.internal_error_count() == 0
 
 
 async def test_service_option_names_the_spans_of_that_app(
@@ -541,6 +571,33 @@ async def test_incoming_traceparent_is_continued(
     assert span.parent_span_id == PARENT_ID
     assert span.tracestate == "vendor=opaque"
     assert response.headers["X-Trace-ID"] == TRACE_ID
+
+
+@pytest.mark.parametrize(
+    ("entry", "caller"),
+    [
+        ("asynctrace=checkout", "checkout"),
+        ("asynctrace=cod%E2%80%AEgpj", None),  # U+202E, a bidi override
+        ("asynctrace=evil%0D%0Aname", None),
+        ("asynctrace=" + "x" * 65, None),
+    ],
+)
+async def test_only_a_valid_caller_name_becomes_peer_service_and_an_edge(
+    tracer: Tracer,
+    exporter: InMemoryExporter,
+    aiohttp_client: AiohttpClient,
+    entry: str,
+    caller: str | None,
+) -> None:
+    client = await aiohttp_client(app_with())
+    response = await client.get(
+        "/", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": entry}
+    )
+    assert response.status == 200
+    span = await only_span(exporter)
+    assert span.tags.get("peer.service") == caller
+    edges = [command for command in aggregate_commands([span]) if ":edge:" in command[1]]
+    assert bool(edges) == (caller is not None)
 
 
 async def test_unsampled_traceparent_is_not_exported_but_trace_id_is_returned(

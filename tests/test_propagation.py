@@ -584,12 +584,72 @@ def test_our_tracestate_entry_keeps_the_member_limit() -> None:
     assert parse_tracestate(headers["tracestate"]) == headers["tracestate"]
 
 
-@pytest.mark.parametrize("service", ["orders, eu=1", "münchen %", "a b", "x" * 200])
-def test_any_service_name_travels_as_a_valid_tracestate_value(service: str) -> None:
+@pytest.mark.parametrize(
+    ("service", "believed"),
+    [
+        ("a b", True),
+        ("orders-v2.eu:api/read", True),
+        # Sent, but outside the names a receiver believes (see the tests below).
+        ("orders, eu=1", False),
+        ("münchen %", False),
+        ("x" * 200, False),
+    ],
+)
+def test_any_service_name_travels_as_a_valid_tracestate_value(service: str, believed: bool) -> None:
     span = Span(TRACE_ID, SPAN_ID, None, service, "op")
     value = trace_headers(span)["tracestate"]
     assert parse_tracestate(value) == value
-    assert caller_service(value) == service
+    assert caller_service(value) == (service if believed else None)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "orders",
+        "Orders_API-2",
+        "billing.eu-west-1",
+        "team/checkout:v2",
+        "my service",
+        "x" * 64,
+    ],
+)
+def test_a_conservative_caller_name_is_believed(name: str) -> None:
+    value = "asynctrace=" + name.replace(" ", "%20")
+    assert caller_service(value) == name
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "evil%0Aname",  # a newline
+        "evil%00",  # NUL
+        "tab%09bed",
+        "del%7F",
+        "esc%1B%5B31m",  # a terminal escape sequence
+        "cod%E2%80%AEgpj.exe",  # U+202E RIGHT-TO-LEFT OVERRIDE
+        "a%E2%81%A6b",  # U+2066 LEFT-TO-RIGHT ISOLATE
+        "zero%E2%80%8Bwidth",  # U+200B
+        "m%C3%BCnchen",  # non-ASCII letters
+        "%20leading",
+        "trailing%20",
+        "%20",
+        "x" * 65,  # over-long
+        "quote%22s",
+        "per%25cent",
+        "curly{brace}",
+        "star*",
+    ],
+)
+def test_an_unsafe_caller_name_names_no_caller(encoded: str) -> None:
+    assert caller_service("asynctrace=" + encoded) is None
+    assert caller_service("rojo=1,asynctrace=" + encoded + ",congo=2") is None
+
+
+def test_an_over_long_encoded_caller_entry_is_refused_unread() -> None:
+    assert caller_service("asynctrace=" + "%41" * 64) == "A" * 64
+    assert caller_service("asynctrace=" + "%41" * 65) is None
+    assert caller_service("asynctrace=" + "a" * 250) is None
 
 
 def test_a_foreign_or_garbled_entry_names_no_caller() -> None:

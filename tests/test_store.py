@@ -332,6 +332,21 @@ async def test_slow_traces_reject_a_limit_out_of_range(
         await unreachable_store.slow_traces(limit=limit)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.recent_traces(since=1e16),
+        lambda s: s.search(since=1e15),
+        lambda s: s.search(until=1e17),
+    ],
+)
+async def test_trace_queries_reject_times_past_year_9999_before_any_io(
+    unreachable_store: TraceStore, call: Any
+) -> None:
+    with pytest.raises(InvalidQueryError, match="within the years 1970 to 9999"):
+        await call(unreachable_store)
+
+
 async def test_error_traces_lists_the_day_sorted(redis: aioredis.Redis) -> None:
     await _populate(redis)
     await _export(

@@ -300,6 +300,35 @@ async def test_bad_aggregate_queries_are_refused_before_any_io(
         await call(store)  # type: ignore[operator]
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.service_map(since=1e15, until=1e16),
+        lambda s: s.service_map(now=1e17),
+        lambda s: s.stats(since=1e15, until=1e16),
+        lambda s: s.stats(until=253_402_300_800_000.0),  # 10000-01-01T00:00Z
+        lambda s: s.patterns("orders", "GET /orders/{id}", now=1e17),
+        lambda s: s.patterns("orders", "GET /orders/{id}", now=1.7976931348623157e308),
+    ],
+)
+async def test_times_past_year_9999_are_an_invalid_query_not_a_crash(
+    store: TraceStore, call: object
+) -> None:
+    with pytest.raises(InvalidQueryError, match="within the years 1970 to 9999"):
+        await call(store)  # type: ignore[operator]
+
+
+async def test_the_last_hour_of_year_9999_and_the_epoch_are_still_answered(
+    store: TraceStore,
+) -> None:
+    last_ms = 253_402_300_800_000.0 - 1.0
+    assert await store.service_map(since=last_ms - HOUR_MS, until=last_ms) == []
+    assert await store.stats(since=0, until=HOUR_MS) == []
+    pattern = await store.patterns("orders", "GET /orders/{id}", weeks=1, now=last_ms)
+    assert pattern.end_ms == 253_402_300_800_000.0
+    assert sum(cell.count for cell in pattern.cells) == 0
+
+
 async def test_the_pipeline_transport_writes_the_same_aggregates() -> None:
     # fakeredis gets redis-py's Pipeline instead of packed RESP: same commands.
     client = fakeredis.FakeAsyncRedis()
@@ -363,3 +392,16 @@ async def test_search_until_keeps_one_hour_of_traces(redis_url: str, store: Trac
     await _export(redis_url, spans)
     found = await store.search(service="a", since=hour, until=hour + HOUR_MS)
     assert sorted(row.trace_id for row in found) == [spans[1].trace_id, spans[2].trace_id]
+
+
+def test_an_invalid_peer_service_tag_makes_no_edge() -> None:
+    from asynctrace.export.aggregates import caller_of
+    from asynctrace.model import Span
+
+    server = Span(
+        "4bf92f3577b34da6a3ce929d0e0e4736", "a" * 16, None, "orders", "GET /", kind="server"
+    )
+    server.tags["peer.service"] = "evil\n\u202e"
+    assert caller_of(server) is None
+    server.tags["peer.service"] = "api-gateway"
+    assert caller_of(server) == "api-gateway"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from asynctrace import keys
 from asynctrace.histogram import bucket_of
 from asynctrace.model import Span
-from asynctrace.propagation import PEER_SERVICE_TAG, caller_service
+from asynctrace.propagation import PEER_SERVICE_TAG, caller_service, is_valid_caller_name
 
 __all__ = ["PEER_SERVICE_TAG", "aggregate_commands", "is_aggregated"]
 
@@ -60,7 +60,9 @@ def caller_of(span: Span) -> str | None:
     """The calling service of a server span, or None when it is not known."""
     peer = span.tags.get(PEER_SERVICE_TAG)
     if peer:
-        return peer
+        # Tags can come from application code or an imported file: a caller name
+        # becomes part of a Redis key, so it passes the same check as a header's.
+        return peer if is_valid_caller_name(peer) else None
     return caller_service(span.tracestate) if span.tracestate else None
 
 

@@ -53,8 +53,9 @@ _CHECK_EVERY = 16
 # Spans summed into the aggregates in one step (about 2.5 us each on the reference
 # machine, so a chunk stays within a slice).
 _AGGREGATE_CHUNK = 64
-# A batch's round trip (every write and every reply) must finish within this, or the
-# connection is dropped and the batch retried.
+# A batch's round trip (taking a connection, with its handshake when it is new, every
+# write and every reply) must finish within this by default, or the connection is
+# dropped and the batch retried (``RedisExporter(timeout_s=...)``).
 _TIMEOUT_S = 5.0
 # Connection classes whose socket carries exactly the bytes given to
 # ``send_packed_command``: redis-py's own. Anything else gets the pipeline.
@@ -95,6 +96,7 @@ class RedisExporter:
         slow_threshold_ms: float = 1000.0,
         trace_ttl_s: int = keys.TRACE_TTL_S,
         aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
+        timeout_s: float = _TIMEOUT_S,
     ) -> None:
         if (redis_url is None) == (client is None):
             raise ValueError("RedisExporter needs exactly one of redis_url or client")
@@ -102,11 +104,19 @@ class RedisExporter:
             _check_url(redis_url)
         if slow_threshold_ms < 0 or trace_ttl_s < 1 or aggregate_ttl_s < 1:
             raise ValueError("slow_threshold_ms must be >= 0, trace_ttl_s and aggregate_ttl_s >= 1")
+        given: object = timeout_s  # checked as an object: callers may pass anything
+        if (
+            isinstance(given, bool)
+            or not isinstance(given, int | float)
+            or not 0 < given < math.inf
+        ):
+            raise ValueError("timeout_s must be a finite number of seconds above 0")
         self.redis_url = redis_url
         self.prefix = prefix
         self.slow_threshold_ms = slow_threshold_ms
         self.trace_ttl_s = trace_ttl_s
         self.aggregate_ttl_s = aggregate_ttl_s
+        self.timeout_s = float(timeout_s)
         self._given_client = client
         self._client: aioredis.Redis | None = client
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -117,9 +127,10 @@ class RedisExporter:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             assert self.redis_url is not None
-            # No socket timeout and no health-check PING: each round trip is bounded
-            # by _TIMEOUT_S as a whole, and the pool checks a connection as it hands it
-            # out. Per-read timers and PINGs cost more than encoding a span.
+            # No socket timeout and no health-check PING: each round trip, taking the
+            # connection included, is bounded by timeout_s as a whole, and the pool
+            # checks a connection as it hands it out. Per-read timers and PINGs cost
+            # more than encoding a span.
             self._client = aioredis.Redis.from_url(
                 self.redis_url,
                 socket_connect_timeout=2.0,
@@ -140,7 +151,9 @@ class RedisExporter:
             if _speaks_packed_resp(client):
                 packed = _PackedCommands(self.trace_ttl_s)
                 slices = self._fill(packed, spans)
-                failures = await _write_packed(client.connection_pool, packed, slices)
+                failures = await _write_packed(
+                    client.connection_pool, packed, slices, self.timeout_s
+                )
                 count = packed.count
             else:
                 pipe = client.pipeline(transaction=False)
@@ -154,8 +167,14 @@ class RedisExporter:
                 failures = [result for result in results if isinstance(result, Exception)]
                 count = pipelined.count
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            # OSError covers the builtin ConnectionError and TimeoutError too.
-            raise ConnectionError(f"Redis unreachable: {exc}") from exc
+            # OSError covers the builtin ConnectionError and TimeoutError too. The
+            # batch timeout's TimeoutError has no message: name the error then, so
+            # stats().last_error never ends in an empty cause.
+            if isinstance(exc, TimeoutError) and not str(exc):
+                cause = f"TimeoutError (no reply within {self.timeout_s:g} s)"
+            else:
+                cause = str(exc) or type(exc).__name__
+            raise ConnectionError(f"Redis unreachable: {cause}") from exc
         if failures:
             raise RedisCommandError(
                 f"{len(failures)} of {count} Redis commands failed, first: {failures[0]}"
@@ -354,17 +373,30 @@ class _PipelinedCommands:
 
 
 async def _write_packed(
-    pool: ConnectionPool, commands: _PackedCommands, slices: Iterator[None]
+    pool: ConnectionPool, commands: _PackedCommands, slices: Iterator[None], timeout_s: float
 ) -> list[Exception]:
     """Write each slice of ``commands`` as ``slices`` makes it, then read every reply.
 
     Returns the replies that are errors. Replies are read only after the last write:
-    however many writes, the batch waits for Redis once.
+    however many writes, the batch waits for Redis once. Everything, taking the
+    connection included, happens within ``timeout_s`` (``TimeoutError`` otherwise).
     """
-    # Unannotated in redis-py (a deprecation decorator hides its signature).
-    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+    connection: Any = None
     try:
-        async with asyncio.timeout(_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
+            try:
+                # Inside the timeout: a new connection's handshake (HELLO, AUTH,
+                # SELECT) waits for replies, and a Redis that accepts TCP but never
+                # answers would otherwise hold the export worker forever. No
+                # arguments: redis-py >= 5.3 (the floor in pyproject.toml) deprecates
+                # them. Unannotated in redis-py (a deprecation decorator hides it).
+                connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            except BaseException:
+                # The pool took back a connection whose handshake may have stopped
+                # half-way (redis-py only cleans up after its own errors): drop the
+                # idle ones so the next batch starts on a fresh socket.
+                await asyncio.shield(_disconnect_idle(pool))
+                raise
             for _ in slices:
                 # The pool checked the connection when handing it out; a health-check
                 # PING here would cost a second round trip after an idle spell.
@@ -385,12 +417,22 @@ async def _write_packed(
                     failures.append(exc)
             return failures
     except BaseException:
-        # Unread replies (or half a write) would be served to the pool's next user.
-        await connection.disconnect(nowait=True)
+        if connection is not None:
+            # Unread replies (or half a write) would be served to the pool's next user.
+            await connection.disconnect(nowait=True)
         raise
     finally:
-        # Shielded so a second cancellation cannot split the pool's bookkeeping.
-        await asyncio.shield(pool.release(connection))
+        if connection is not None:
+            # Shielded so a second cancellation cannot split the pool's bookkeeping.
+            await asyncio.shield(pool.release(connection))
+
+
+async def _disconnect_idle(pool: ConnectionPool) -> None:
+    try:
+        await pool.disconnect(inuse_connections=False)
+    except Exception as exc:
+        # Already failing with the batch's own error; this one only adds noise.
+        report_internal_error("could not close an idle Redis connection", exc)
 
 
 def _check_url(url: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from asynctrace.cli import main
+from asynctrace.export import RedisCommandError, RedisExporter
 
 HOUR_MS = 3_600_000.0
 WEEK_MS = 7 * 24 * HOUR_MS
@@ -157,6 +158,51 @@ def test_import_skips_bad_lines_by_number_and_writes_the_good_ones(
         "orders   GET /orders/{id}         2  0.08/h   50.0%  256 ms  730 ms  730 ms  750 ms"
         "       new      new",
     ]
+
+
+def test_import_of_a_start_time_past_year_9999_ends_without_a_traceback(
+    redis_url: str, tmp_path: Path
+) -> None:
+    path = _write(
+        tmp_path / "far.jsonl",
+        iter([_seed_span(1, NOW - 1000, 250.0), _seed_span(2, 1e17, 250.0)]),
+    )
+
+    result = run(redis_url, "import", str(path))  # catch_exceptions=False: no traceback
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    # Reported as a bad line by the decoder, or as the import's one error line.
+    assert all(
+        line.startswith(("skipped line 2: ", "error: ", "importing far.jsonl"))
+        for line in result.stderr.splitlines()
+    ), result.stderr
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ValueError("year 3170843 is out of range"),
+        RedisCommandError("1 of 9 Redis commands failed, first: WRONGTYPE"),
+    ],
+)
+def test_import_reports_a_failed_batch_as_one_error_line(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    async def failing(self: RedisExporter, spans: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(RedisExporter, "export", failing)
+    path = _write(tmp_path / "spans.jsonl", iter([_seed_span(1, NOW - 1000, 250.0)]))
+
+    result = run(redis_url, "import", str(path))
+
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert str(failure) in errors[0]
+    assert "Traceback" not in result.output
+    assert "imported" not in result.stdout
 
 
 def test_stats_since_a_week_and_for_one_service(redis_url: str, tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
 import asynctrace
-from asynctrace.export import RedisCommandError, RedisExporter
+from asynctrace.export import ExportQueue, RedisCommandError, RedisExporter
 from asynctrace.model import IndexEntry, Span, encode_span, spans_of, utc_day
 from tests.redis_server import RedisServer
 
@@ -178,6 +180,73 @@ async def test_unreachable_redis_raises_builtin_connection_error() -> None:
     with pytest.raises(ConnectionError):
         await exporter.export([finished("a000000000000001")])
     await exporter.shutdown()
+
+
+@asynccontextmanager
+async def silent_redis() -> AsyncIterator[str]:
+    """The URL of a TCP server that accepts connections and never answers: a hung Redis."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # kept open and never written to
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_redis_that_never_answers_fails_the_batch_within_its_timeout() -> None:
+    async with silent_redis() as url:
+        exporter = RedisExporter(url, timeout_s=0.2)
+        try:
+            for _ in range(2):  # the second batch is not stuck behind the first
+                started = time.perf_counter()
+                async with asyncio.timeout(5):  # a guard: export itself must give up
+                    with pytest.raises(ConnectionError) as caught:
+                        await exporter.export([finished("a000000000000001")])
+                assert time.perf_counter() - started < 2
+                assert str(caught.value) == (
+                    "Redis unreachable: TimeoutError (no reply within 0.2 s)"
+                )
+                assert isinstance(caught.value.__cause__, TimeoutError)
+        finally:
+            await exporter.shutdown()
+
+
+async def test_a_hung_redis_counts_failed_batches_with_a_named_cause() -> None:
+    failed = asyncio.Event()
+
+    async def backoff(delay: float) -> None:
+        failed.set()  # the queue backs off only after a batch failed
+        await asyncio.sleep(0)
+
+    async with silent_redis() as url:
+        exporter = RedisExporter(url, timeout_s=0.2)
+        queue = ExportQueue(exporter, batch_size=1, max_delay_s=0, sleep=backoff)
+        queue.start()
+        queue.append(finished("a000000000000001"))
+        try:
+            async with asyncio.timeout(5):
+                await failed.wait()
+            stats = queue.stats()
+            assert stats.failed_batches >= 1
+            assert stats.last_error == (
+                "ConnectionError: Redis unreachable: TimeoutError (no reply within 0.2 s)"
+            )
+        finally:
+            await queue.shutdown(timeout_s=1)
+
+
+def test_the_batch_timeout_must_be_a_positive_finite_number() -> None:
+    for bad in (0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="timeout_s"):
+            RedisExporter("redis://localhost:1/0", timeout_s=bad)
 
 
 def test_invalid_url_fails_fast_without_echoing_the_password() -> None:
