@@ -22,7 +22,7 @@ import json as jsonlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -129,6 +129,38 @@ def _attach(span: Span, record: logging.LogRecord) -> None:
 
 _lock = threading.Lock()
 _stamper: _RecordStamper | None = None
+_STAMPED_FIELDS = ("trace_id", "span_id")
+_original_make_record: Callable[..., logging.LogRecord] | None = None
+
+
+def _make_record(
+    self: logging.Logger,
+    name: str,
+    level: int,
+    fn: str,
+    lno: int,
+    msg: object,
+    args: Any,
+    exc_info: Any,
+    func: str | None = None,
+    extra: Mapping[str, object] | None = None,
+    sinfo: str | None = None,
+) -> logging.LogRecord:
+    """``Logger.makeRecord`` that lets a caller's ``extra`` ids win over ours.
+
+    The stdlib raises ``KeyError`` when ``extra`` names an attribute the record
+    already has; with the factory stamping ``trace_id``/``span_id`` that would turn
+    old hand-made correlation (``extra={"trace_id": ...}``) into a crash.
+    """
+    original = _original_make_record
+    assert original is not None  # only installed after saving the original
+    if not extra or not any(key in extra for key in _STAMPED_FIELDS):
+        return original(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
+    own = {key: extra[key] for key in _STAMPED_FIELDS if key in extra}
+    rest = {key: value for key, value in extra.items() if key not in own}
+    record = original(self, name, level, fn, lno, msg, args, exc_info, func, rest or None, sinfo)
+    record.__dict__.update(own)
+    return record
 
 
 def install(level: int = logging.WARNING, *, logger: logging.Logger | None = None) -> None:
@@ -148,8 +180,8 @@ def install(level: int = logging.WARNING, *, logger: logging.Logger | None = Non
     ``asyncio.to_thread`` inherit the span, a bare ``threading.Thread`` or
     ``loop.run_in_executor`` does not. ``install()`` changes no logger levels: a
     record below a logger's effective level is never made, so never attached.
-    Passing ``extra={"trace_id": ...}`` to a logging call now raises ``KeyError``
-    in the stdlib (it refuses to overwrite record attributes): drop such code.
+    A logging call's own ``extra={"trace_id": ...}`` (or ``span_id``) still works
+    and wins over the span's ids.
 
     Calling it again changes ``level`` and ``logger``; one factory stays active.
     Raises ``TypeError`` for a ``level`` that is not an int or a ``logger`` that is
@@ -178,6 +210,16 @@ def install(level: int = logging.WARNING, *, logger: logging.Logger | None = Non
         if stamper is not current:
             logging.setLogRecordFactory(stamper)
             _stamper = stamper
+        _patch_make_record()
+
+
+def _patch_make_record() -> None:
+    global _original_make_record
+    if logging.Logger.makeRecord is not _make_record:
+        _original_make_record = logging.Logger.makeRecord
+        # A class attribute swap, undone by uninstall(): the only way to keep
+        # extra={"trace_id": ...} working once every record carries the field.
+        logging.Logger.makeRecord = _make_record  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -196,6 +238,8 @@ def uninstall() -> None:
         if logging.getLogRecordFactory() is stamper:
             logging.setLogRecordFactory(stamper.previous)
         _stamper = None
+        if logging.Logger.makeRecord is _make_record and _original_make_record is not None:
+            logging.Logger.makeRecord = _original_make_record  # type: ignore[method-assign]
 
 
 def structlog_processor(

@@ -709,3 +709,22 @@ async def test_log_lines_of_two_services_come_back_from_redis_in_time_order(
         ("payments", "error"),
         ("orders", "error"),
     ]
+
+
+def test_a_callers_own_extra_ids_win_instead_of_raising(
+    tracer: Tracer, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = logging.Logger.makeRecord
+    asynctrace.logs.install()
+    try:
+        with caplog.at_level(logging.INFO, logger="app.legacy"):
+            logging.getLogger("app.legacy").info(
+                "hand-made", extra={"trace_id": "mine", "order": 7}
+            )
+        (record,) = [r for r in caplog.records if r.name == "app.legacy"]
+        assert record.__dict__["trace_id"] == "mine"
+        assert record.__dict__["span_id"] == ""
+        assert record.__dict__["order"] == 7
+    finally:
+        asynctrace.logs.uninstall()
+    assert logging.Logger.makeRecord is original
