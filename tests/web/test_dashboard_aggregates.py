@@ -65,7 +65,9 @@ async def client(aiohttp_client: ClientFactory, store: TraceStore, redis_url: st
             )
             for n in range(10)
         ]
-        + [_server_span(200, service="auth", operation=XSS, caller=XSS, duration=5)]
+        # Caller names are validated before they reach a key; a service name from an
+        # imported span is not, so the XSS-shaped name rides on the callee side.
+        + [_server_span(200, service=XSS, operation=XSS, caller="gateway", duration=5)]
     )
     exporter = RedisExporter(redis_url)
     try:
@@ -91,7 +93,7 @@ async def test_api_map_lists_the_edges(client: Client) -> None:
     body = await (await client.get("/api/map")).json()
     assert [(e["caller"], e["callee"], e["calls"]) for e in body["edges"]] == [
         ("gateway", "payments", 10),
-        (XSS, "auth", 1),
+        ("gateway", XSS, 1),
     ]
     assert body["edges"][0]["error_rate"] == 0.1
 
@@ -146,7 +148,7 @@ async def test_the_stats_page_shows_the_table_and_links_to_patterns(client: Clie
 
 async def test_the_map_page_draws_services_and_edges(client: Client) -> None:
     text = await (await client.get("/map")).text()
-    assert text.count('<g class="node ') == 4
+    assert text.count('<g class="node ') == 3
     assert text.count('<g class="edge') == 2
     assert re.search(r'<g class="edge failing">\s*<title>gateway → payments', text)
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
