@@ -21,9 +21,10 @@ from dashboard_traces import (
     wide_trace,
     xss_trace,
 )
+from page_problems import PageProblems
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, ConsoleMessage, Page
+    from playwright.async_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
@@ -34,19 +35,6 @@ SEED_START_MS = 1_795_772_400_000.0  # 2026-11-27 09:40:00 UTC
 ERROR_TRACE_ID = "e1" * 16
 XSS_TRACE_ID = "c0" * 16
 WIDE_TRACE_ID = "d0" * 16
-
-
-class _Problems:
-    """Console errors and uncaught exceptions a page reported."""
-
-    def __init__(self, page: Page) -> None:
-        self.messages: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.messages.append(f"console {message.type}: {message.text}")
 
 
 @pytest.fixture
@@ -72,7 +60,7 @@ async def seeded(redis_url: str) -> None:
 async def test_trace_page_draws_one_bar_per_span_with_the_critical_path(
     page: Page, dashboard_url: str, seeded: None
 ) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.goto(f"{dashboard_url}traces/{SLOW_TRACE_ID}")
     rows = page.locator(".span-row")
     assert await rows.count() == 4
@@ -104,7 +92,7 @@ async def test_trace_page_draws_one_bar_per_span_with_the_critical_path(
 async def test_clicking_a_span_shows_its_tags_and_logs(
     page: Page, dashboard_url: str, seeded: None
 ) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.goto(f"{dashboard_url}traces/{SLOW_TRACE_ID}")
     await page.locator(".span-row", has_text="auth").click()
     details = page.locator(".details")
@@ -123,7 +111,7 @@ async def test_clicking_a_span_shows_its_tags_and_logs(
 async def test_collapsing_a_subtree_hides_its_children(
     page: Page, dashboard_url: str, seeded: None
 ) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.goto(f"{dashboard_url}traces/{SLOW_TRACE_ID}")
     root = page.locator(".span-row").first
     await root.locator(".toggle").click()
@@ -144,7 +132,7 @@ async def test_collapsing_a_subtree_hides_its_children(
 async def test_error_chain_links_to_the_failing_payment_span(
     page: Page, dashboard_url: str, seeded: None
 ) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.goto(f"{dashboard_url}traces/{ERROR_TRACE_ID}")
     chain = page.locator("#error-chain")
     assert "payment failed first: CardDeclined: card declined" in await chain.inner_text()
@@ -162,7 +150,7 @@ async def test_error_chain_links_to_the_failing_payment_span(
 async def test_hostile_span_text_renders_as_text_and_runs_nothing(
     page: Page, dashboard_url: str, seeded: None
 ) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
     for path in (f"traces/{XSS_TRACE_ID}", "", "?view=search&operation=img"):
         await page.goto(dashboard_url + path)
         assert await page.evaluate("typeof window.__xss") == "undefined"
@@ -184,7 +172,7 @@ async def test_a_thousand_span_trace_stays_usable(
     page: Page, dashboard_url: str, redis_url: str
 ) -> None:
     await export(redis_url, wide_trace(WIDE_TRACE_ID, 1200))
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.goto(f"{dashboard_url}traces/{WIDE_TRACE_ID}")
     assert await page.locator(".span-row").count() == 1191
     await page.locator("[data-action=collapse-all]").click()
@@ -198,7 +186,7 @@ async def test_a_thousand_span_trace_stays_usable(
 
 
 async def test_listings_link_to_the_trace(page: Page, dashboard_url: str, seeded: None) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.goto(f"{dashboard_url}?view=slow")
     await page.locator("a.op", has_text="GET /checkout").click()
     await page.wait_for_url(f"**/traces/{SLOW_TRACE_ID}")
@@ -223,7 +211,7 @@ async def test_screenshot_of_the_seed_slow_trace(
         slow_checkout(start=SEED_START_MS),
         *(fast_checkout(number) for number in range(5)),
     )
-    problems = _Problems(page)
+    problems = PageProblems(page)
     await page.set_viewport_size({"width": 1360, "height": 660})
     await page.goto(f"{dashboard_url}traces/{SLOW_TRACE_ID}")
     assert "2026-11-27 09:40:00.000 UTC" in await page.locator(".trace-meta").inner_text()

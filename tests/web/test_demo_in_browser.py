@@ -18,31 +18,19 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
+from page_problems import PageProblems
 
 from asynctrace.demo import DemoResult, run_demo
 from asynctrace.store import TraceStore
 from asynctrace.web import create_app
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, ConsoleMessage, Page
+    from playwright.async_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CARD_ERROR = "CardProcessorError: card processor unavailable (503 from acquirer)"
-
-
-class _Problems:
-    """Console errors and warnings, and uncaught exceptions, a page reported."""
-
-    def __init__(self, page: Page) -> None:
-        self.messages: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.messages.append(f"console {message.type}: {message.text}")
 
 
 @pytest.fixture
@@ -84,7 +72,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 async def test_demo_traces_lead_from_the_lists_to_the_bottleneck_and_the_failing_payment(
     page: Page, demo: DemoResult, demo_dashboard_url: str
 ) -> None:
-    problems = _Problems(page)
+    problems = PageProblems(page)
 
     # The slow list names the slow checkout; its row opens the bottleneck waterfall.
     await page.goto(f"{demo_dashboard_url}?view=slow")
