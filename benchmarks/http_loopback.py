@@ -17,11 +17,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from benchmarks import otel
-from benchmarks.load import LoadResult, choose_generator, run_load
+from benchmarks.load import choose_generator, load_rounds
 from benchmarks.options import Options
 from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.report import ScenarioResult, Table, Target
-from benchmarks.rounds import Summary, interleaved
+from benchmarks.rounds import Summary
 from benchmarks.servers import serve_all
 
 __all__ = ["NAME", "run"]
@@ -53,7 +53,6 @@ def run(options: Options) -> ScenarioResult:
     }
     if otel.AVAILABLE:
         modes["OpenTelemetry (no-op exporter)"] = "otel"
-    results: dict[str, list[LoadResult]] = {name: [] for name in modes}
     with RedisServer() as redis_server:
         ports = {name: free_port() for name in modes}
         apps = serve_all(
@@ -61,19 +60,14 @@ def run(options: Options) -> ScenarioResult:
         )
         urls = {name: f"http://127.0.0.1:{port}/hello/world" for name, port in ports.items()}
         try:
-            if not quick:
-                for url in urls.values():  # warm-up
-                    run_load(wrk, url, CONNECTIONS, 1.0)
-
-            def sampler(name: str) -> Any:
-                def sample() -> float:
-                    result = run_load(wrk, urls[name], CONNECTIONS, seconds)
-                    results[name].append(result)
-                    return result.requests_per_s
-
-                return sample
-
-            interleaved({name: sampler(name) for name in modes}, rounds)
+            results = load_rounds(
+                wrk,
+                urls,
+                connections=CONNECTIONS,
+                seconds=seconds,
+                rounds=rounds,
+                warm_up=not quick,
+            )
             exported = _exported(redis_server.url)
         finally:
             for app in apps:

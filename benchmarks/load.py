@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LoadResult", "choose_generator", "ensure_wrk", "run_load"]
+__all__ = ["LoadResult", "choose_generator", "ensure_wrk", "load_rounds", "run_load"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +116,38 @@ def run_load(wrk: str | None, url: str, connections: int, seconds: float) -> Loa
     if wrk is not None:
         return _run_wrk(wrk, url, connections, seconds)
     return _run_loop(url, connections, seconds)
+
+
+def load_rounds(
+    wrk: str | None,
+    urls: Mapping[str, str],
+    *,
+    connections: int,
+    seconds: float,
+    rounds: int,
+    warm_up: bool,
+) -> dict[str, list[LoadResult]]:
+    """Load each variant's URL for ``seconds``, in interleaved rounds; every result kept.
+
+    With ``warm_up``, each URL first gets one second of load that is not measured.
+    """
+    from benchmarks.rounds import interleaved
+
+    if warm_up:
+        for url in urls.values():
+            run_load(wrk, url, connections, 1.0)
+    results: dict[str, list[LoadResult]] = {name: [] for name in urls}
+
+    def sampler(name: str) -> Callable[[], float]:
+        def sample() -> float:
+            result = run_load(wrk, urls[name], connections, seconds)
+            results[name].append(result)
+            return result.requests_per_s
+
+        return sample
+
+    interleaved({name: sampler(name) for name in urls}, rounds)
+    return results
 
 
 async def _loop(url: str, connections: int, seconds: float) -> dict[str, float]:

@@ -22,11 +22,11 @@ from aiohttp.test_utils import make_mocked_request
 import asynctrace
 from asynctrace.tracer import reset_tracer
 from benchmarks.apps import build_app
-from benchmarks.load import LoadResult, choose_generator, run_load
+from benchmarks.load import LoadResult, choose_generator, load_rounds
 from benchmarks.options import Options
 from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.report import ScenarioResult, Table, Target, ratio
-from benchmarks.rounds import Summary, interleaved, interleaved_async
+from benchmarks.rounds import Summary, interleaved_async
 from benchmarks.servers import serve_all
 
 __all__ = ["NAME", "run"]
@@ -76,24 +76,18 @@ def _over_http(url: str, options: Options) -> tuple[dict[str, list[LoadResult]],
     wrk, _ = choose_generator(options.load_tool)
     rounds, seconds = (1, 1.0 if wrk else 0.5) if options.quick else (3, 5.0)
     modes = {"seed: 5 awaited writes": "seed", "asynctrace setup(app)": "asynctrace-setup"}
-    results: dict[str, list[LoadResult]] = {name: [] for name in modes}
     ports = {name: free_port() for name in modes}
     apps = serve_all(*((mode, str(ports[name]), url) for name, mode in modes.items()))
     targets = {name: f"http://127.0.0.1:{port}/hello/x" for name, port in ports.items()}
     try:
-        if not options.quick:
-            for target in targets.values():
-                run_load(wrk, target, CONNECTIONS, 1.0)
-
-        def sampler(name: str) -> Any:
-            def sample() -> float:
-                result = run_load(wrk, targets[name], CONNECTIONS, seconds)
-                results[name].append(result)
-                return result.requests_per_s
-
-            return sample
-
-        interleaved({name: sampler(name) for name in modes}, rounds)
+        results = load_rounds(
+            wrk,
+            targets,
+            connections=CONNECTIONS,
+            seconds=seconds,
+            rounds=rounds,
+            warm_up=not options.quick,
+        )
     finally:
         for app in apps:
             app.stop()

@@ -15,11 +15,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks.load import LoadResult, choose_generator, run_load
+from benchmarks.load import choose_generator, load_rounds
 from benchmarks.options import Options
 from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.report import ScenarioResult, Table, Target, ratio
-from benchmarks.rounds import Summary, interleaved
+from benchmarks.rounds import Summary
 from benchmarks.servers import serve_all
 
 __all__ = ["NAME", "run"]
@@ -55,7 +55,6 @@ def run(options: Options) -> ScenarioResult:
     wrk, wrk_note = choose_generator(options.load_tool)
     rounds, seconds = (1, 1.0 if wrk else 0.5) if quick else (5, 5.0)
     variants = {"untraced": "bare", "traced (asynctrace -> Redis)": "traced"}
-    results: dict[str, list[LoadResult]] = {name: [] for name in variants}
     with RedisServer() as redis_server:
         ports = {name: [str(free_port()) for _ in range(5)] for name in variants}
         apps = serve_all(
@@ -63,19 +62,14 @@ def run(options: Options) -> ScenarioResult:
         )
         urls = {name: f"http://127.0.0.1:{ports[name][0]}/work" for name in variants}
         try:
-            if not quick:
-                for url in urls.values():  # warm-up
-                    run_load(wrk, url, CONNECTIONS, 1.0)
-
-            def sampler(name: str) -> Any:
-                def sample() -> float:
-                    result = run_load(wrk, urls[name], CONNECTIONS, seconds)
-                    results[name].append(result)
-                    return result.p50_ms
-
-                return sample
-
-            interleaved({name: sampler(name) for name in variants}, rounds)
+            results = load_rounds(
+                wrk,
+                urls,
+                connections=CONNECTIONS,
+                seconds=seconds,
+                rounds=rounds,
+                warm_up=not quick,
+            )
             roots, spans_per_trace = _stored(redis_server.url)
         finally:
             for app in apps:
