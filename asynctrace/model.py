@@ -606,23 +606,51 @@ def utc_day(epoch_ms: float) -> str:
 
 def encode_index_entry(span: Span) -> str:
     """``IndexEntry.of(span).encode()``, without building the entry (the exporter's path)."""
+    fast = _index_json_fast(
+        span.trace_id,
+        span.span_id,
+        span.service,
+        span.operation,
+        span.status,
+        span.duration,
+        span.start_time,
+        span.parent_span_id is None,
+        _index_error(span),
+    )
+    return fast if fast is not None else IndexEntry.of(span).encode()
+
+
+def _index_error(span: Span) -> str:
+    """The error text an index entry keeps: the first error log line, capped."""
+    if span.status != "error":
+        return ""
+    error = next((log.message for log in span._logs or () if log.level == "error"), "error")
+    return error[:512]
+
+
+def _index_json_fast(
+    trace_id: str,
+    span_id: str,
+    service: str,
+    operation: str,
+    status: str,
+    duration: float,
+    start_time: float,
+    is_root: bool,
+    error: str,
+) -> str | None:
+    """An index entry's compact JSON array, or None when a value needs the reference path."""
     string = _json_string
-    if string is not None:
-        try:
-            error = ""
-            if span.status == "error":
-                error = next(
-                    (log.message for log in span._logs or () if log.level == "error"), "error"
-                )
-            return (
-                f"[{string(span.trace_id)},{string(span.span_id)},{string(span.service)},"
-                f"{string(span.operation)},{string(span.status)},{_ms_json(span.duration)},"
-                f"{_ms_json(span.start_time)},{1 if span.parent_span_id is None else 0},"
-                f"{string(error[:512])}]"
-            )
-        except Exception:
-            pass  # an unusual value: the reference path encodes it, or raises
-    return IndexEntry.of(span).encode()
+    if string is None:
+        return None
+    try:
+        return (
+            f"[{string(trace_id)},{string(span_id)},{string(service)},"
+            f"{string(operation)},{string(status)},{_ms_json(duration)},"
+            f"{_ms_json(start_time)},{1 if is_root else 0},{string(error)}]"
+        )
+    except Exception:
+        return None  # an unusual value: the reference path encodes it, or raises
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,9 +669,6 @@ class IndexEntry:
 
     @classmethod
     def of(cls, span: Span) -> IndexEntry:
-        error = ""
-        if span.status == "error":
-            error = next((log.message for log in span.logs if log.level == "error"), "error")
         return cls(
             span.trace_id,
             span.span_id,
@@ -653,23 +678,23 @@ class IndexEntry:
             span.duration,
             span.start_time,
             span.parent_span_id is None,
-            error[:512],
+            _index_error(span),
         )
 
     def encode(self) -> str:
         """Compact JSON array; byte for byte the ``json.dumps`` of ``_encode_reference``."""
-        string = _json_string
-        if string is not None:
-            try:
-                return (
-                    f"[{string(self.trace_id)},{string(self.span_id)},{string(self.service)},"
-                    f"{string(self.operation)},{string(self.status)},{_ms_json(self.duration)},"
-                    f"{_ms_json(self.start_time)},{int(self.is_root)},"
-                    f"{string(self.error)}]"
-                )
-            except Exception:
-                pass  # an unusual value: the reference path encodes it, or raises
-        return self._encode_reference()
+        fast = _index_json_fast(
+            self.trace_id,
+            self.span_id,
+            self.service,
+            self.operation,
+            self.status,
+            self.duration,
+            self.start_time,
+            self.is_root,
+            self.error,
+        )
+        return fast if fast is not None else self._encode_reference()
 
     def _encode_reference(self) -> str:
         return json.dumps(
