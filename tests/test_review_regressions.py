@@ -215,3 +215,27 @@ def test_configure_outside_a_loop_hands_queued_spans_to_the_new_tracer() -> None
 
     asyncio.run(drain())
     assert [s.operation for s in second.spans] == ["queued-before"]
+
+
+def test_a_full_queue_whose_worker_ended_restarts_it_on_the_next_append() -> None:
+    exporter = DownExporter()
+    queue = ExportQueue(exporter, max_queue=3, batch_size=256, max_delay_s=0)
+
+    async def first_loop() -> None:
+        queue.start()
+        for number in range(3):
+            queue.append(span(number + 1))
+        assert not await queue.flush(timeout_s=1)  # Redis down: the queue stays full
+
+    async def second_loop() -> None:
+        exporter.down = False
+        queue.append(span(4))  # over the bound: the oldest is dropped
+        assert queue._state is not None
+        assert queue._state.is_alive
+        assert await queue.flush(timeout_s=5)
+        await queue.shutdown()
+
+    asyncio.run(first_loop())
+    asyncio.run(second_loop())
+    assert sorted(s.operation for s in exporter.spans) == ["op2", "op3", "op4"]
+    assert queue.stats().dropped == 1

@@ -74,7 +74,7 @@ def aggregate_commands(
     operations: dict[tuple[int, str, str], _Sum] = {}
     edges: dict[tuple[int, str, str], _Sum] = {}
     for span in spans:
-        if not (span.is_local_root or span.kind == "server"):
+        if not is_aggregated(span):
             continue
         hour_number = int(span.start_time // _HOUR_MS)
         group = (hour_number, span.service, span.operation)

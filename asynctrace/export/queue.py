@@ -105,7 +105,7 @@ class ExportQueue:
 
     def append(self, span: Span) -> None:
         """Queue a finished span. Any thread; O(1); never blocks, never raises."""
-        # Every sampled span's end runs this: the common case reads two attributes.
+        # Every sampled span's end runs this: the common case reads three attributes.
         spans = self._spans
         size = len(spans)
         if size < self._room:
@@ -130,7 +130,7 @@ class ExportQueue:
             self._dropped += 1
         spans.append(span)
         size = len(spans)
-        if size == 1 or size == self._batch_size:
+        if size == 1 or size == self._batch_size or not self._has_worker:
             self._wake()
 
     def _wake(self) -> None:
