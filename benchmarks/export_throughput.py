@@ -28,10 +28,10 @@ import asynctrace
 from asynctrace import keys
 from asynctrace.export import ExportQueue, RedisExporter
 from asynctrace.model import Span
+from asynctrace.testing import RedisServer
 from asynctrace.tracer import reset_tracer
 from benchmarks import otel
 from benchmarks.options import Options
-from benchmarks.redis_server import RedisServer
 from benchmarks.report import ScenarioResult, Table, Target, ratio
 from benchmarks.rounds import Summary, interleaved_async, percentile
 from benchmarks.workload import finished_spans

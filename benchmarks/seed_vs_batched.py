@@ -20,11 +20,11 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 import asynctrace
+from asynctrace.testing import RedisServer, free_port
 from asynctrace.tracer import reset_tracer
 from benchmarks.apps import build_app
 from benchmarks.load import LoadResult, choose_generator, load_rounds
 from benchmarks.options import Options
-from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.report import ScenarioResult, Table, Target, ratio
 from benchmarks.rounds import Summary, interleaved_async
 from benchmarks.servers import serve_all

@@ -15,9 +15,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from asynctrace.testing import RedisServer, free_port
 from benchmarks.load import choose_generator, load_rounds
 from benchmarks.options import Options
-from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.report import ScenarioResult, Table, Target, ratio
 from benchmarks.rounds import Summary
 from benchmarks.servers import serve_all

@@ -11,8 +11,8 @@ from blockbuster import BlockBuster, blockbuster_ctx
 import asynctrace
 from asynctrace import _ratelimit
 from asynctrace.export import InMemoryExporter
+from asynctrace.testing import RedisServer
 from asynctrace.tracer import Tracer, reset_tracer
-from tests.redis_server import RedisServer
 
 # fakeredis reads its command table from disk on first use; do it here, outside any
 # event loop, so the blockbuster fixture does not flag it inside a test.

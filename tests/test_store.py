@@ -23,7 +23,7 @@ from asynctrace import keys
 from asynctrace.errors import AsynctraceError, InvalidQueryError, StoreUnavailableError
 from asynctrace.model import IndexEntry, Span, encode_span, utc_day
 from asynctrace.store import TraceStore, TraceSummary
-from tests.redis_server import RedisServer, free_port
+from asynctrace.testing import RedisServer, free_port
 
 T0 = 1_764_236_400_000.0  # 2025-11-27 09:40 UTC, epoch ms
 SLOW_THRESHOLD_MS = 1000.0

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from asynctrace.cli import main
 from asynctrace.model import Span, utc_day
+from asynctrace.testing import free_port
 from tests.cli.cli_traces import (
     FAILED_ID,
     FAST_ID,
@@ -26,7 +27,6 @@ from tests.cli.cli_traces import (
     recent_start,
     seed_trace,
 )
-from tests.redis_server import free_port
 
 T0 = recent_start()
 

@@ -21,7 +21,7 @@ from asynctrace.demo import SERVICES, open_store, run_demo
 from asynctrace.errors import StoreUnavailableError
 from asynctrace.ids import is_valid_trace_id
 from asynctrace.store import TraceStore
-from tests.redis_server import free_port
+from asynctrace.testing import free_port
 
 _REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from asynctrace import keys
 from asynctrace.export import InMemoryExporter, RedisExporter, SpanExporter
 from asynctrace.model import Span, spans_of
-from tests.redis_server import RedisServer
+from asynctrace.testing import RedisServer
 
 Reader = Callable[[str], Awaitable[list[Span]]]
 

@@ -16,7 +16,7 @@ from redis.asyncio.connection import Connection
 import asynctrace
 from asynctrace.export import ExportQueue, RedisCommandError, RedisExporter
 from asynctrace.model import IndexEntry, Span, encode_span, spans_of, utc_day
-from tests.redis_server import RedisServer
+from asynctrace.testing import RedisServer
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -174,7 +174,7 @@ async def test_refused_commands_raise_command_error(client: aioredis.Redis, redi
 
 
 async def test_unreachable_redis_raises_builtin_connection_error() -> None:
-    from tests.redis_server import free_port
+    from asynctrace.testing import free_port
 
     exporter = RedisExporter(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(ConnectionError):

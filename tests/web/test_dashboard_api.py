@@ -26,8 +26,8 @@ from dashboard_traces import (
 from asynctrace import keys
 from asynctrace.model import utc_day
 from asynctrace.store import TraceStore
+from asynctrace.testing import free_port
 from asynctrace.web import create_app
-from tests.redis_server import free_port
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient
 from dashboard_traces import SLOW_TRACE_ID, XSS_IMG, XSS_SCRIPT, export, slow_checkout, xss_trace
 
 from asynctrace.store import TraceStore
+from asynctrace.testing import free_port
 from asynctrace.web import create_app, serve
 from asynctrace.web._security import CONTENT_SECURITY_POLICY, COOKIE_NAME
-from tests.redis_server import free_port
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
