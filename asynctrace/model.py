@@ -34,6 +34,7 @@ __all__ = [
     "Trace",
     "decode_span",
     "encode_index_entry",
+    "encode_indexed_span",
     "encode_span",
     "spans_of",
     "utc_day",
@@ -542,6 +543,28 @@ def _encode_span_fast(span: Span) -> str | None:
     encode_object = _json_object
     if string is None or encode_object is None:
         return None
+    times = _times_json(span)
+    if times is None:
+        return None
+    parent = span.parent_span_id
+    tags = span._tags
+    logs = span._logs
+    return _span_json(
+        string(span.trace_id),
+        string(span.span_id),
+        "null" if parent is None else string(parent),
+        string(span.service),
+        string(span.operation),
+        string(span.kind),
+        string(span.status),
+        "".join(encode_object(tags, 0)) if tags else "{}",
+        _encode_logs_fast(logs) if logs else "[]",
+        *times,
+    )
+
+
+def _times_json(span: Span) -> tuple[str, str, str] | None:
+    """The JSON of a span's (start, end, duration), or None for the reference path."""
     start = span.start_time
     end = span.end_time
     duration = span.duration
@@ -564,19 +587,85 @@ def _encode_span_fast(span: Span) -> str | None:
     duration_text = f"{duration:.3f}"
     if duration_text[-1] == "0":
         duration_text = _trim_zeros(duration_text)
+    return start_text, end_text, duration_text
+
+
+def _span_json(
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str,
+    service: str,
+    operation: str,
+    kind: str,
+    status: str,
+    tags: str,
+    logs: str,
+    start: str,
+    end: str,
+    duration: str,
+) -> str:
+    """Span JSON from the JSON texts of its fields, in the seed's field order."""
+    return (
+        f'{{"traceId":{trace_id},"spanId":{span_id},"parentSpanId":{parent_span_id},'
+        f'"service":{service},"operation":{operation},"kind":{kind},'
+        f'"startTime":{start},"endTime":{end},"duration":{duration},"status":{status},'
+        f'"tags":{tags},"logs":{logs}}}'
+    )
+
+
+def encode_indexed_span(span: Span) -> tuple[str, str, str]:
+    """``(encode_span(span), score, encode_index_entry(span))`` for a span the trace
+    index takes, where ``score`` is its start time as text naming the double
+    ``round(start_time, 3)``.
+
+    The exporter's path for local roots and error spans: both JSON documents hold the
+    same ids, names and times, which are encoded once here (a time's text costs as
+    much as all of a span's strings). Raises what ``encode_span`` raises.
+    """
+    try:
+        texts = _encode_indexed_fast(span)
+    except Exception:
+        texts = None  # an unusual value: the reference paths encode it, or raise
+    if texts is not None:
+        return texts
+    return encode_span(span), f"{span.start_time:.3f}", encode_index_entry(span)
+
+
+def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
+    string = _json_string
+    encode_object = _json_object
+    if string is None or encode_object is None:
+        return None
+    times = _times_json(span)
+    if times is None:
+        return None
+    start, _, duration = times
+    trace_id = string(span.trace_id)
+    span_id = string(span.span_id)
+    service = string(span.service)
+    operation = string(span.operation)
+    status = string(span.status)
     parent = span.parent_span_id
     tags = span._tags
     logs = span._logs
-    return (
-        f'{{"traceId":{string(span.trace_id)},"spanId":{string(span.span_id)},'
-        f'"parentSpanId":{"null" if parent is None else string(parent)},'
-        f'"service":{string(span.service)},"operation":{string(span.operation)},'
-        f'"kind":{string(span.kind)},"startTime":{start_text},'
-        f'"endTime":{end_text},"duration":{duration_text},'
-        f'"status":{string(span.status)},'
-        f'"tags":{"".join(encode_object(tags, 0)) if tags else "{}"},'
-        f'"logs":{_encode_logs_fast(logs) if logs else "[]"}}}'
+    span_json = _span_json(
+        trace_id,
+        span_id,
+        "null" if parent is None else string(parent),
+        service,
+        operation,
+        string(span.kind),
+        status,
+        "".join(encode_object(tags, 0)) if tags else "{}",
+        _encode_logs_fast(logs) if logs else "[]",
+        *times,
     )
+    # The layout of _index_json_fast, from the same texts.
+    index_json = (
+        f"[{trace_id},{span_id},{service},{operation},{status},{duration},"
+        f"{start},{1 if parent is None else 0},{string(_index_error(span))}]"
+    )
+    return span_json, start, index_json
 
 
 def _encode_logs_fast(logs: list[SpanLog]) -> str:

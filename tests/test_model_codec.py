@@ -16,6 +16,7 @@ from asynctrace.model import (
     _encode_span_reference,
     _ms_json,
     encode_index_entry,
+    encode_indexed_span,
     encode_span,
 )
 
@@ -121,3 +122,19 @@ def test_seed_span_keeps_its_field_order_and_escapes() -> None:
         "traceId", "spanId", "parentSpanId", "service", "operation", "kind",
         "startTime", "endTime", "duration", "status", "tags", "logs",
     ]  # fmt: skip
+
+
+@settings(deadline=None)
+@given(spans)
+def test_an_indexed_span_encodes_as_its_span_json_score_and_index_entry(span: Span) -> None:
+    expected = reference(span)
+    if not isinstance(expected, str):
+        with pytest.raises(expected):
+            encode_indexed_span(span)
+        return
+    entry, score, index_entry = encode_indexed_span(span)
+    assert entry == expected
+    assert index_entry == encode_index_entry(span)
+    # The score names the double the exporter has always written: round(start, 3).
+    written_before = f"{span.start_time:.3f}"
+    assert score == written_before or float(score) == float(written_before)

@@ -37,9 +37,11 @@ class _Sum:
         if span.status == "error":
             self.errors += 1
         duration = span.duration
-        self.max_ms = max(self.max_ms, duration)
+        if duration > self.max_ms:
+            self.max_ms = duration
         index = bucket_of(duration)
-        self.buckets[index] = self.buckets.get(index, 0) + 1
+        buckets = self.buckets
+        buckets[index] = buckets.get(index, 0) + 1
 
     def fields(self) -> list[str]:
         """HINCRBY commands' field/amount pairs, flattened."""

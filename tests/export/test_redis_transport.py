@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import fakeredis
+import hiredis
 import pytest
 import redis.asyncio as aioredis
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import Connection, ConnectionPool
 
@@ -180,6 +182,7 @@ async def test_a_batch_written_in_many_slices_is_still_one_round_trip_in_order(
     exporter = RedisExporter(redis_url)
     await exporter.export([finished("f000000000000001", trace_id="f" * 32)])  # connect first
     monkeypatch.setattr(redis_exporter, "_SLICE_S", 0.0)  # yield after every check
+    monkeypatch.setattr(redis_exporter, "_WRITE_EVERY_S", 0.0)  # and write every slice
     monkeypatch.setattr(Connection, "send_packed_command", send)
     monkeypatch.setattr(Connection, "read_response", read)
     one_big_trace = [finished(f"{n + 1:016x}") for n in range(100)]
@@ -239,25 +242,34 @@ async def test_refused_commands_raise_and_leave_the_connection_usable(
         await exporter._given_client.aclose()
 
 
+@pytest.fixture(params=["hiredis", "each"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which way the packed transport reads replies: from redis-py's hiredis parser in
+    one loop, or ``read_response`` for each (any other parser)."""
+    if request.param == "each":
+        monkeypatch.setattr(redis_exporter, "_hiredis_parser_of", lambda connection: None)
+    return str(request.param)
+
+
 async def test_a_cancelled_batch_never_leaves_unread_replies_for_the_next(
-    client: aioredis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    client: aioredis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, reader: str
 ) -> None:
     exporter = RedisExporter(redis_url)
     await exporter.export([finished("a000000000000001")])
     original_read = Connection.read_response
-    reads = 0
 
-    async def cancelled_on_third_reply(self: Connection, *args: Any, **kwargs: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        if reads == 3:
-            raise asyncio.CancelledError
-        return await original_read(self, *args, **kwargs)
+    async def cancelled_after_first_reply(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        reply = await original_read(self, *args, **kwargs)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # lands at the reader's next yield, with replies still unread
+        return reply
 
-    monkeypatch.setattr(Connection, "read_response", cancelled_on_third_reply)
-    with pytest.raises(asyncio.CancelledError):
-        await exporter.export(mixed_batch(50))
-    monkeypatch.undo()
+    monkeypatch.setattr(redis_exporter, "_SLICE_S", 0.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(Connection, "read_response", cancelled_after_first_reply)
+        with pytest.raises(asyncio.CancelledError):
+            await exporter.export(mixed_batch(50))
     await client.flushdb()
     await client.set(f"trace:{TRACE}", "not a list")
     # Had the connection gone back to the pool with replies unread, this batch would
@@ -265,6 +277,97 @@ async def test_a_cancelled_batch_never_leaves_unread_replies_for_the_next(
     with pytest.raises(RedisCommandError, match="WRONGTYPE"):
         await exporter.export([finished("a000000000000002")])
     await exporter.shutdown()
+
+
+async def test_an_error_reply_mid_batch_is_counted_and_the_rest_is_written(
+    client: aioredis.Redis, redis_url: str, reader: str
+) -> None:
+    batch = [
+        finished(f"{n + 1:016x}", trace_id=trace_id)
+        # Fewer spans per trace than _CHECK_EVERY: each trace is one RPUSH.
+        for n, trace_id in enumerate(["1" * 32, TRACE, "3" * 32] * 10)
+    ]
+    await client.set(f"trace:{TRACE}", "not a list")  # its RPUSH and EXPIRE are mid-batch
+    exporter = RedisExporter(redis_url)
+    with pytest.raises(RedisCommandError, match=r"^1 of \d+ Redis commands failed.*WRONGTYPE"):
+        await exporter.export(batch)
+    assert await client.llen("trace:" + "1" * 32) == 10
+    assert await client.llen("trace:" + "3" * 32) == 10
+    # Every reply was read: the next batch on the same connection gets its own.
+    await client.delete(f"trace:{TRACE}")
+    await exporter.export([finished("a000000000000001")])
+    assert await client.llen(f"trace:{TRACE}") == 1
+    await exporter.shutdown()
+
+
+async def test_replies_come_from_the_hiredis_reader_when_redis_py_uses_one(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffered = 0
+    original = redis_exporter._read_buffered
+
+    async def counting(*args: Any) -> None:
+        nonlocal buffered
+        buffered += 1
+        await original(*args)
+
+    monkeypatch.setattr(redis_exporter, "_read_buffered", counting)
+    for url in (redis_url, f"{redis_url}?protocol=2", f"{redis_url}?protocol=3"):
+        exporter = RedisExporter(url)
+        await exporter.export(mixed_batch(40))
+        await exporter.shutdown()
+    # RESP3 (redis-py 8's default) only where redis-py's parser handles push messages.
+    handles_push = hasattr(_AsyncHiredisParser(65536), "_hiredis_PushNotificationType")
+    assert buffered == (3 if handles_push else 2)
+
+
+async def test_other_parsers_get_a_read_response_per_reply(
+    client: aioredis.Redis, redis_url: str
+) -> None:
+    pool = ConnectionPool.from_url(redis_url, parser_class=_AsyncRESP2Parser)
+    python_parsed = aioredis.Redis.from_pool(pool)
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: decorated
+    assert redis_exporter._hiredis_parser_of(connection) is None
+    await pool.release(connection)
+    exporter = RedisExporter(client=python_parsed)
+    await client.set(f"trace:{TRACE}", "not a list")
+    with pytest.raises(RedisCommandError, match=r"^1 of .*WRONGTYPE"):
+        await exporter.export([finished("a000000000000001"), *mixed_batch(30)])
+    assert await client.llen(f"trace:{1:032x}") == 4
+    await python_parsed.aclose()
+
+
+async def test_a_redis_that_closes_mid_reply_is_a_connection_error(reader: str) -> None:
+    """The server reads the batch, answers its first command and half the second, and
+    closes: the export raises ConnectionError (the queue retries the batch)."""
+    seen_batch = asyncio.Event()
+
+    async def serve(incoming: asyncio.StreamReader, outgoing: asyncio.StreamWriter) -> None:
+        commands = hiredis.Reader()
+        while not incoming.at_eof():
+            commands.feed(await incoming.read(65536))
+            while (command := commands.gets()) is not False:
+                assert isinstance(command, list)
+                if command[0].upper() != b"RPUSH":
+                    outgoing.write(b"+OK\r\n")  # the handshake's CLIENT SETINFO
+                    continue
+                seen_batch.set()
+                outgoing.write(b":1\r\n:")
+                await outgoing.drain()
+                outgoing.close()
+                return
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    exporter = RedisExporter(f"redis://127.0.0.1:{port}/0?protocol=2")
+    try:
+        with pytest.raises(ConnectionError, match="Redis unreachable"):
+            await exporter.export(mixed_batch(20))
+        assert seen_batch.is_set()
+    finally:
+        await exporter.shutdown()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_url_options_reach_the_connection(client: aioredis.Redis, redis_url: str) -> None:
