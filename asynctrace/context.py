@@ -119,14 +119,29 @@ class ActiveSpan(Span):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # Inlined in both exits: this runs once per span on the request path.
+        # Inlined in both exits (resetting the context, Span.end): this runs once per
+        # span on the request path, where each call saved is a twentieth of its cost.
         token = self._token
         if token is not None:
             self._token = None
-            _reset(token)
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per span
+                _active.reset(token)
+            except (ValueError, RuntimeError):
+                pass  # ended in another context: see _reset
         if exc is not None:
             _record_exit(self, exc)
-        self.end()
+        if self._ended:
+            return
+        self._ended = True
+        duration = (_perf_counter() - self._start_perf) * 1000.0
+        self.duration = duration
+        self.end_time = self.start_time + duration
+        on_end = self._on_end
+        if on_end is not None:
+            try:
+                on_end(self)
+            except Exception as error:
+                report_internal_error("span export hand-off failed", error)
 
     async def __aenter__(self) -> ActiveSpan:
         if self._token is None:
@@ -142,10 +157,24 @@ class ActiveSpan(Span):
         token = self._token
         if token is not None:
             self._token = None
-            _reset(token)
+            try:  # noqa: SIM105
+                _active.reset(token)
+            except (ValueError, RuntimeError):
+                pass
         if exc is not None:
             _record_exit(self, exc)
-        self.end()
+        if self._ended:
+            return
+        self._ended = True
+        duration = (_perf_counter() - self._start_perf) * 1000.0
+        self.duration = duration
+        self.end_time = self.start_time + duration
+        on_end = self._on_end
+        if on_end is not None:
+            try:
+                on_end(self)
+            except Exception as error:
+                report_internal_error("span export hand-off failed", error)
 
 
 def _reset(token: Token[Span | None]) -> None:

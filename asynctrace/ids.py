@@ -11,36 +11,49 @@ import os
 
 __all__ = ["is_valid_span_id", "is_valid_trace_id", "new_span_id", "new_trace_id"]
 
-_POOL_IDS = 512
+_POOL_BYTES = 4096
 _ZERO_SPAN_ID = "0" * 16
+_ZERO_TRACE_ID = "0" * 32
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
-_pool: list[str] = []
+# Ready-made span ids (16 hex digits) and trace ids (32): a trace id is drawn whole,
+# not joined from two span ids, since every new trace makes one.
+_span_pool: list[str] = []
+_trace_pool: list[str] = []
 
 
-# A forked child must not hand out the ids its parent still holds in the pool.
-os.register_at_fork(after_in_child=_pool.clear)
+def _clear_pools() -> None:
+    _span_pool.clear()
+    _trace_pool.clear()
 
 
-def _refill() -> None:
-    raw = os.urandom(8 * _POOL_IDS).hex()
-    fresh = [raw[i : i + 16] for i in range(0, len(raw), 16)]
+# A forked child must not hand out the ids its parent still holds in the pools.
+os.register_at_fork(after_in_child=_clear_pools)
+
+
+def _refill(pool: list[str], digits: int, zero: str) -> None:
+    raw = os.urandom(_POOL_BYTES).hex()
+    fresh = [raw[i : i + digits] for i in range(0, len(raw), digits)]
     # W3C: an all-zero id is invalid; 2**-64 per id, but never hand one out.
-    _pool.extend(span_id for span_id in fresh if span_id != _ZERO_SPAN_ID)
+    pool.extend(new_id for new_id in fresh if new_id != zero)
 
 
 def new_span_id() -> str:
     """Return a fresh 16-hex-digit span id (never all zeros). Never blocks."""
     try:
-        return _pool.pop()
+        return _span_pool.pop()
     except IndexError:
-        _refill()
-        return _pool.pop()
+        _refill(_span_pool, 16, _ZERO_SPAN_ID)
+        return _span_pool.pop()
 
 
 def new_trace_id() -> str:
-    """Return a fresh 32-hex-digit trace id (never all zeros)."""
-    return new_span_id() + new_span_id()
+    """Return a fresh 32-hex-digit trace id (never all zeros). Never blocks."""
+    try:
+        return _trace_pool.pop()
+    except IndexError:
+        _refill(_trace_pool, 32, _ZERO_TRACE_ID)
+        return _trace_pool.pop()
 
 
 def _is_lower_hex(value: str, length: int) -> bool:

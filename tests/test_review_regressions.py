@@ -62,6 +62,27 @@ def test_a_forked_child_does_not_reuse_the_parents_pooled_ids() -> None:
     assert child_id != ids.new_span_id()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_reuse_the_parents_pooled_trace_ids() -> None:
+    ids.new_trace_id()  # fill the trace id pool in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, ids.new_trace_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_id != ids.new_trace_id()
+
+
+def test_pooled_trace_ids_are_valid_and_distinct_across_refills() -> None:
+    drawn = [ids.new_trace_id() for _ in range(2000)]  # several refills of the pool
+    assert all(ids.is_valid_trace_id(trace_id) for trace_id in drawn)
+    assert len(set(drawn)) == len(drawn)
+
+
 async def test_entering_the_same_span_twice_does_not_leave_it_current(
     exporter: InMemoryExporter,
 ) -> None:
