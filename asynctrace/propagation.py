@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.context import current_span
@@ -111,6 +111,18 @@ _CALLER_NAME = re.compile(r"[A-Za-z0-9._:/-](?:[A-Za-z0-9._:/ -]{0,62}[A-Za-z0-9
 # Percent-encoded, 64 characters are at most 64 x 3: anything longer is not read.
 _MAX_CALLER_VALUE = 3 * 64
 
+# Parse results of recently seen tracestate values (tracestate -> validated value,
+# and validated value -> caller). Values longer than a propagated tracestate are
+# parsed every time; at most _MAX_CACHED_ENTRIES of each are kept (~150 KB).
+_MAX_CACHED_TEXT = _MAX_PROPAGATED_TRACESTATE
+_MAX_CACHED_ENTRIES = 256
+_parsed_tracestates: dict[str, str] = {}
+_callers: dict[str, str | None] = {}
+_UNKNOWN = object()
+_T = TypeVar("_T")
+# SpanContext without its Python-level __new__: extract() runs once per request.
+_new_context = tuple.__new__
+
 
 def parse_traceparent(value: str) -> SpanContext | None:
     """Parse a ``traceparent`` header value; None when it is not valid.
@@ -195,7 +207,7 @@ def extract(headers: Mapping[str, str]) -> SpanContext | None:
             # tracestate never invalidates the traceparent.
             trace_id, span_id, is_sampled = traceparent
             tracestate = _tracestate_of(lines(TRACESTATE_HEADER, ()))
-            return SpanContext(trace_id, span_id, is_sampled, tracestate)
+            return _new_context(SpanContext, (trace_id, span_id, is_sampled, tracestate))
         seed_trace_id = _hex_id(_single(lines(_LOWER_TRACE_ID_HEADER, ())), 32)
         if seed_trace_id is None:
             return None
@@ -377,7 +389,15 @@ def _tracestate_of(lines: Sequence[object]) -> str:
         return ""
     if len(lines) == 1:
         only = lines[0]
-        return parse_tracestate(only) if isinstance(only, str) else ""
+        if not isinstance(only, str):
+            return ""
+        # A service's callers send the same few tracestates over and over: parse
+        # each once. Bounded, and cleared when full, since the header is untrusted.
+        parsed = _parsed_tracestates.get(only)
+        if parsed is None:
+            parsed = parse_tracestate(only)
+            _remember(_parsed_tracestates, only, parsed)
+        return parsed
     strings = [line for line in lines if isinstance(line, str)]
     return parse_tracestate(strings) if len(strings) == len(lines) else ""
 
@@ -442,6 +462,18 @@ def caller_service(tracestate: str) -> str | None:
     so a decoded name outside the conservative set of ``is_valid_caller_name`` (1 to 64
     characters) names no caller either. Never raises.
     """
+    given: object = tracestate  # checked as an object: callers may pass anything
+    if not isinstance(given, str):
+        return None
+    known = _callers.get(given, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return cast("str | None", known)
+    caller = _caller_in(tracestate)
+    _remember(_callers, tracestate, caller)
+    return caller
+
+
+def _caller_in(tracestate: str) -> str | None:
     try:
         for member in tracestate.split(","):
             member = member.strip(_OWS)
@@ -456,6 +488,14 @@ def caller_service(tracestate: str) -> str | None:
         return None
     except Exception:
         return None  # a foreign or garbled entry names no caller
+
+
+def _remember(cache: dict[str, _T], text: str, result: _T) -> None:
+    """Keep ``result`` for ``text`` in a parse cache, within its bounds."""
+    if len(text) <= _MAX_CACHED_TEXT:
+        if len(cache) >= _MAX_CACHED_ENTRIES:
+            cache.clear()  # untrusted input could fill it: start over, never grow
+        cache[text] = result
 
 
 def is_valid_caller_name(name: object) -> bool:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import asynctrace
-from asynctrace import _ratelimit, context, ids
+from asynctrace import _ratelimit, context, ids, propagation
 from asynctrace.model import Span, SpanContext
 from asynctrace.propagation import (
     caller_service,
@@ -906,3 +906,37 @@ def test_parse_tracestate_output_is_valid_and_stable(lines: list[str]) -> None:
     assert parse_tracestate(result) == result
     keys = [member.partition("=")[0] for member in result.split(",") if member]
     assert len(keys) == len(set(keys)) <= 32
+
+
+# -- parse caches ------------------------------------------------------------------------
+
+
+@given(st.text(max_size=80))
+def test_a_cached_tracestate_reads_as_a_fresh_parse(value: str) -> None:
+    headers = {"traceparent": VALID, "tracestate": value}
+    first = extract(headers)
+    again = extract(headers)  # the second read comes from the cache
+    assert first == again
+    assert first is not None
+    assert first.tracestate == parse_tracestate(value)
+    assert caller_service(first.tracestate) == caller_service(first.tracestate)
+
+
+def test_the_tracestate_caches_stay_bounded_under_ever_new_values() -> None:
+    for number in range(3 * propagation._MAX_CACHED_ENTRIES):
+        state = f"asynctrace=svc{number},other={number}"
+        assert extract({"traceparent": VALID, "tracestate": state}) is not None
+        assert caller_service(state) == f"svc{number}"
+    assert len(propagation._parsed_tracestates) <= propagation._MAX_CACHED_ENTRIES
+    assert len(propagation._callers) <= propagation._MAX_CACHED_ENTRIES
+
+
+def test_a_tracestate_too_long_to_propagate_is_not_cached() -> None:
+    long_state = ",".join(f"k{number}=v" for number in range(31)) + "," + "x=" + "y" * 400
+    propagation._parsed_tracestates.clear()
+    extract({"traceparent": VALID, "tracestate": long_state})
+    assert long_state not in propagation._parsed_tracestates
+
+
+def test_caller_service_of_a_non_string_is_none() -> None:
+    assert caller_service(["asynctrace=web"]) is None  # type: ignore[arg-type]  # on purpose
