@@ -243,20 +243,29 @@ class _ServerTracing:
             limits.max_tags >= _SERVER_TAG_COUNT
             and longest >= _LONGEST_TAG_KEY
             and len(path) <= longest
-            and (host is None or len(host) <= longest)
             and len(method) <= longest
+            and (template is None or len(template) <= longest)
+            and (host is None or len(host) <= longest)
+            and (remote is None or len(remote) <= longest)
         ):
-            # Nothing here needs clipping or counting: write the dict directly, which
-            # is a third of the cost of set_tag() on the request path.
-            tags = server.tags
-            tags["http.method"] = method
-            tags["http.path"] = path
-            if template is not None:
-                tags["http.route"] = template
-            if host is not None:
-                tags["http.host"] = host
-            if remote is not None:
-                tags["net.peer.ip"] = remote
+            # Nothing here needs clipping or counting: write the dict directly, in
+            # one literal when every tag is there (a fifth of the cost of set_tag()).
+            if template is not None and host is not None and remote is not None:
+                server._tags = {
+                    "http.method": method,
+                    "http.path": path,
+                    "http.route": template,
+                    "http.host": host,
+                    "net.peer.ip": remote,
+                }
+            else:
+                tags = server._tags = {"http.method": method, "http.path": path}
+                if template is not None:
+                    tags["http.route"] = template
+                if host is not None:
+                    tags["http.host"] = host
+                if remote is not None:
+                    tags["net.peer.ip"] = remote
         else:
             server.set_tag("http.method", method)
             server.set_tag("http.path", path)
@@ -307,9 +316,13 @@ class _ServerTracing:
             else:
                 headers[_TRACE_ID] = server.trace_id
             text = _STATUS_TEXT.get(status) or str(status)
-            tags = server.tags
+            tags = server._tags  # start() made it (None only for a fallback span)
             limits = server.limits
-            if len(tags) < limits.max_tags and limits.max_string_length >= _LONGEST_TAG_KEY:
+            if (
+                tags is not None
+                and len(tags) < limits.max_tags
+                and limits.max_string_length >= _LONGEST_TAG_KEY
+            ):
                 tags["http.status"] = text
             else:
                 server.set_tag("http.status", text)  # counts the drop or clips

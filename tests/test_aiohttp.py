@@ -207,6 +207,25 @@ async def test_tiny_span_limits_are_respected_and_drops_counted(
     assert _ratelimit.internal_error_count() == 0
 
 
+async def test_a_route_template_longer_than_the_string_limit_is_clipped(
+    exporter: InMemoryExporter, aiohttp_client: AiohttpClient
+) -> None:
+    # Path, method and host fit in 20 characters; only the route template does not.
+    asynctrace.configure(exporter=exporter, limits=Limits(max_string_length=20))
+    try:
+        app = web.Application(middlewares=[middleware()])
+        app.router.add_get("/{organisation_identifier}", ok)
+        client = await aiohttp_client(app)
+        assert (await client.get("/x")).status == 200
+        span = await only_span(exporter)
+    finally:
+        await asynctrace.shutdown()
+        reset_tracer()
+    assert span.tags["http.path"] == "/x"
+    assert span.tags["http.route"] == "/{organisation_ident…[truncated]"
+    assert span.tags["asynctrace.truncated"] == "true"
+
+
 async def test_redirect_raised_as_http_exception_is_ok_and_carries_trace_id(
     tracer: Tracer, exporter: InMemoryExporter, aiohttp_client: AiohttpClient
 ) -> None:
