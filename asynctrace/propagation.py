@@ -55,6 +55,7 @@ _TRACEPARENT_LENGTH = 55
 # headers". Anything past this is not worth stripping or scanning.
 _MAX_TRACEPARENT_LENGTH = 512
 _TRACEPARENT_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_VERSION_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 # The sampled flag is bit 0 of trace-flags (W3C §3.2.2.5.1): it is set exactly when
@@ -200,8 +201,11 @@ def extract(headers: Mapping[str, str]) -> SpanContext | None:
     the caller starts a new trace. Never raises.
     """
     try:
-        lines = _header_lines(headers)
-        traceparent = _traceparent_fields(_single(lines(TRACEPARENT_HEADER, ())))
+        getall = getattr(headers, "getall", None)
+        lines = getall if callable(getall) else _header_lines(headers)
+        values = lines(TRACEPARENT_HEADER, ())
+        # One line is the common case: _single only matters for repeated lines.
+        traceparent = _traceparent_fields(values[0] if len(values) == 1 else _single(values))
         if traceparent is not None:
             # §3.3: tracestate is parsed only once traceparent is valid, and a bad
             # tracestate never invalidates the traceparent.
@@ -304,6 +308,15 @@ def _outgoing_tracestate(value: object) -> str:
 
 def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
     """(trace_id, parent_id, is_sampled) of a valid traceparent, else None."""
+    if type(value) is str and len(value) == _TRACEPARENT_LENGTH and value[:3] == "00-":
+        # The common case, version 00 with nothing around it: one match checks it all.
+        if _VERSION_00.fullmatch(value) is None:
+            return None
+        trace_id = value[3:35]
+        span_id = value[36:52]
+        if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+            return None
+        return trace_id, span_id, value[54] in _ODD_HEX_DIGITS
     if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_LENGTH:
         return None
     # Header values may arrive with OWS around them (RFC 7230 §3.2.4); the W3C test
