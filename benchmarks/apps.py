@@ -4,6 +4,9 @@
 
 - ``bare``: no middleware at all.
 - ``empty``: one middleware that only awaits the handler (what any middleware costs).
+- ``naive``: a naive in-memory tracing middleware, the issue's yardstick: a dict per
+  request (ids, times, method, path, status) kept in a bounded deque, an
+  ``X-Trace-ID`` response header, no propagation, no export.
 - ``asynctrace``: ``asynctrace.aiohttp.middleware()``, the minimal form.
 - ``asynctrace-setup``: ``asynctrace.aiohttp.setup(app)``: the middleware and the
   response hook that puts ``X-Trace-ID`` on responses aiohttp makes itself. Served
@@ -25,6 +28,7 @@ import asyncio
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,7 +40,16 @@ from benchmarks import otel
 
 __all__ = ["CHAIN", "MODES", "build_app", "build_chain", "hello"]
 
-MODES = ("bare", "empty", "asynctrace", "asynctrace-setup", "asynctrace-noop", "otel", "seed")
+MODES = (
+    "bare",
+    "empty",
+    "naive",
+    "asynctrace",
+    "asynctrace-setup",
+    "asynctrace-noop",
+    "otel",
+    "seed",
+)
 CHAIN = ("gateway", "orders", "inventory", "payments", "notify")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,6 +62,29 @@ async def hello(request: web.Request) -> web.Response:
 @web.middleware
 async def empty_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
+
+
+_naive_spans: deque[dict[str, object]] = deque(maxlen=10_000)
+
+
+@web.middleware
+async def naive_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    trace_id = new_trace_id()
+    start_ms = time.time() * 1000.0
+    started = time.perf_counter()
+    response = await handler(request)
+    _naive_spans.append(
+        {
+            "traceId": trace_id,
+            "spanId": new_span_id(),
+            "operation": f"{request.method} {request.path}",
+            "startTime": start_ms,
+            "duration": (time.perf_counter() - started) * 1000.0,
+            "status": response.status,
+        }
+    )
+    response.headers["X-Trace-ID"] = trace_id
+    return response
 
 
 def seed_middleware(redis: Any) -> Any:
@@ -96,6 +132,8 @@ def build_app(
     app = web.Application()
     if mode == "empty":
         app.middlewares.append(empty_middleware)
+    elif mode == "naive":
+        app.middlewares.append(naive_middleware)
     elif mode == "asynctrace":
         from asynctrace import aiohttp as traced_aiohttp
 

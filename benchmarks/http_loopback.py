@@ -2,9 +2,10 @@
 asynctrace (``setup(app)``, exporting to a real Redis) and by OpenTelemetry (its
 aiohttp server middleware, ``BatchSpanProcessor``, no-op exporter). A fourth app,
 asynctrace with an exporter that drops every batch, splits asynctrace's cost into
-tracing (middleware, spans, queue) and export (encoding, Redis).
+tracing (middleware, spans, queue) and export (encoding, Redis); a naive in-memory
+tracing middleware (``apps.naive_middleware``) is the yardstick for the tracing part.
 
-Each app runs in its own process, all three at once; the load generator (``wrk``,
+Each app runs in its own process, all at once; the load generator (``wrk``,
 one thread, keep-alive connections, each sending its next request when the last one
 answered) runs in another, against one app at a time, in interleaved rounds.
 """
@@ -50,6 +51,7 @@ def run(options: Options) -> ScenarioResult:
         "bare aiohttp": "bare",
         "asynctrace -> Redis": "asynctrace-setup",
         "asynctrace, export dropped": "asynctrace-noop",
+        "naive in-memory middleware": "naive",
     }
     if otel.AVAILABLE:
         modes["OpenTelemetry (no-op exporter)"] = "otel"
