@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from asynctrace._ratelimit import report_internal_error
-from asynctrace.ids import new_span_id, new_trace_id
+from asynctrace.ids import new_span_id, new_trace_id, pop_span_id, pop_trace_id
 from asynctrace.model import DEFAULT_LIMITS, Limits, Span, SpanContext
 
 __all__ = [
@@ -222,7 +222,10 @@ def span(
                 new.is_local_root = False
                 new.tracestate = current.tracestate
             else:
-                new.trace_id = new_trace_id()
+                try:
+                    new.trace_id = pop_trace_id()
+                except IndexError:
+                    new.trace_id = new_trace_id()  # refills the pool
                 new.parent_span_id = None
                 new.service = service or recorder.service
                 new.is_sampled = recorder.should_sample()
@@ -235,7 +238,10 @@ def span(
             new.is_sampled = parent.is_sampled
             new.is_local_root = True
             new.tracestate = parent.tracestate
-        new.span_id = new_span_id()
+        try:
+            new.span_id = pop_span_id()
+        except IndexError:
+            new.span_id = new_span_id()  # refills the pool
         new.operation = operation
         new.kind = kind
         new.status = "ok"

@@ -38,6 +38,13 @@ def _refill(pool: list[str], digits: int, zero: str) -> None:
     pool.extend(new_id for new_id in fresh if new_id != zero)
 
 
+# The pools' own ``pop``, for span creation, which cannot afford a function call per
+# id: each raises IndexError when its pool is empty, and new_span_id()/new_trace_id()
+# then refill it. (The lists are only ever cleared in place, so these stay bound.)
+pop_span_id = _span_pool.pop
+pop_trace_id = _trace_pool.pop
+
+
 def new_span_id() -> str:
     """Return a fresh 16-hex-digit span id (never all zeros). Never blocks."""
     try:
