@@ -92,3 +92,7 @@ def test_slow_counts_take_whole_buckets_from_the_threshold_up() -> None:
     # Near the threshold a sample is judged by its bucket: within the stated error.
     near = Histogram.of([1000 * (1 - RELATIVE_ERROR) * 0.999, 1000 * (1 + RELATIVE_ERROR)])
     assert near.count_at_least(1000) == 1
+
+
+def test_an_infinite_duration_counts_in_the_last_bucket() -> None:
+    assert bucket_of(math.inf) == BUCKET_COUNT - 1
