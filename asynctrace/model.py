@@ -551,20 +551,20 @@ def _encode_span_fast(span: Span) -> str | None:
     times = _times_json(span)
     if times is None:
         return None
+    start, end, duration = times
     parent = span.parent_span_id
     tags = span._tags
     logs = span._logs
-    return _span_json(
-        string(span.trace_id),
-        string(span.span_id),
-        "null" if parent is None else string(parent),
-        string(span.service),
-        string(span.operation),
-        string(span.kind),
-        string(span.status),
-        "".join(encode_object(tags, 0)) if tags else "{}",
-        _encode_logs_fast(logs) if logs else "[]",
-        *times,
+    # The seed's field order; _encode_indexed_fast writes the same layout.
+    return (
+        f'{{"traceId":{string(span.trace_id)},"spanId":{string(span.span_id)},'
+        f'"parentSpanId":{"null" if parent is None else string(parent)},'
+        f'"service":{string(span.service)},"operation":{string(span.operation)},'
+        f'"kind":{string(span.kind)},'
+        f'"startTime":{start},"endTime":{end},"duration":{duration},'
+        f'"status":{string(span.status)},'
+        f'"tags":{"".join(encode_object(tags, 0)) if tags else "{}"},'
+        f'"logs":{_encode_logs_fast(logs) if logs else "[]"}}}'
     )
 
 
@@ -595,29 +595,6 @@ def _times_json(span: Span) -> tuple[str, str, str] | None:
     return start_text, end_text, duration_text
 
 
-def _span_json(
-    trace_id: str,
-    span_id: str,
-    parent_span_id: str,
-    service: str,
-    operation: str,
-    kind: str,
-    status: str,
-    tags: str,
-    logs: str,
-    start: str,
-    end: str,
-    duration: str,
-) -> str:
-    """Span JSON from the JSON texts of its fields, in the seed's field order."""
-    return (
-        f'{{"traceId":{trace_id},"spanId":{span_id},"parentSpanId":{parent_span_id},'
-        f'"service":{service},"operation":{operation},"kind":{kind},'
-        f'"startTime":{start},"endTime":{end},"duration":{duration},"status":{status},'
-        f'"tags":{tags},"logs":{logs}}}'
-    )
-
-
 def encode_indexed_span(span: Span) -> tuple[str, str, str]:
     """``(encode_span(span), score, encode_index_entry(span))`` for a span the trace
     index takes, where ``score`` is its start time as text naming the double
@@ -636,39 +613,59 @@ def encode_indexed_span(span: Span) -> tuple[str, str, str]:
     return encode_span(span), f"{span.start_time:.3f}", encode_index_entry(span)
 
 
+# string(_index_error(span)) of a span whose status is not "error".
+_NO_ERROR_JSON = '""'
+
+
 def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
+    # _times_json inlined: every local root (every request) comes here.
     string = _json_string
     encode_object = _json_object
     if string is None or encode_object is None:
         return None
-    times = _times_json(span)
-    if times is None:
+    start_time = span.start_time
+    end_time = span.end_time
+    duration_ms = span.duration
+    if not (
+        type(start_time) is float
+        and type(end_time) is float
+        and type(duration_ms) is float
+        and 0.0 <= start_time < _FAST_MS_LIMIT
+        and 0.0 <= end_time < _FAST_MS_LIMIT
+        and 0.0 <= duration_ms < _FAST_MS_LIMIT
+    ):
         return None
-    start, _, duration = times
+    start = f"{start_time:.3f}"
+    if start[-1] == "0":
+        start = _trim_zeros(start)
+    end = f"{end_time:.3f}"
+    if end[-1] == "0":
+        end = _trim_zeros(end)
+    duration = f"{duration_ms:.3f}"
+    if duration[-1] == "0":
+        duration = _trim_zeros(duration)
     trace_id = string(span.trace_id)
     span_id = string(span.span_id)
     service = string(span.service)
     operation = string(span.operation)
-    status = string(span.status)
+    status_text = span.status
+    status = string(status_text)
     parent = span.parent_span_id
     tags = span._tags
     logs = span._logs
-    span_json = _span_json(
-        trace_id,
-        span_id,
-        "null" if parent is None else string(parent),
-        service,
-        operation,
-        string(span.kind),
-        status,
-        "".join(encode_object(tags, 0)) if tags else "{}",
-        _encode_logs_fast(logs) if logs else "[]",
-        *times,
+    # The layout of _encode_span_fast, then of _index_json_fast, from the same texts.
+    span_json = (
+        f'{{"traceId":{trace_id},"spanId":{span_id},'
+        f'"parentSpanId":{"null" if parent is None else string(parent)},'
+        f'"service":{service},"operation":{operation},"kind":{string(span.kind)},'
+        f'"startTime":{start},"endTime":{end},"duration":{duration},"status":{status},'
+        f'"tags":{"".join(encode_object(tags, 0)) if tags else "{}"},'
+        f'"logs":{_encode_logs_fast(logs) if logs else "[]"}}}'
     )
-    # The layout of _index_json_fast, from the same texts.
     index_json = (
         f"[{trace_id},{span_id},{service},{operation},{status},{duration},"
-        f"{start},{1 if parent is None else 0},{string(_index_error(span))}]"
+        f"{start},{1 if parent is None else 0},"
+        f"{string(_index_error(span)) if status_text == 'error' else _NO_ERROR_JSON}]"
     )
     return span_json, start, index_json
 

@@ -13,7 +13,7 @@ it changes, not one per span, and every command touches one key (Redis Cluster).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from functools import lru_cache
 
 from asynctrace import keys
 from asynctrace.histogram import bucket_of
@@ -25,32 +25,38 @@ __all__ = ["PEER_SERVICE_TAG", "aggregate_commands", "is_aggregated"]
 _HOUR_MS = 3_600_000
 
 
-@dataclass(slots=True)
-class _Sum:
-    count: int = 0
-    errors: int = 0
-    max_ms: float = 0.0
-    buckets: dict[int, int] = field(default_factory=dict)
-
-    def add(self, span: Span) -> None:
-        self.count += 1
+def _fields_of(spans: list[Span]) -> tuple[list[str], float]:
+    """HINCRBY commands' field/amount pairs (flattened) for ``spans``, and their
+    largest duration (0.0 when none is above it)."""
+    errors = 0
+    max_ms = 0.0
+    buckets: dict[int, int] = {}
+    for span in spans:
         if span.status == "error":
-            self.errors += 1
+            errors += 1
         duration = span.duration
-        if duration > self.max_ms:
-            self.max_ms = duration
+        if duration > max_ms:
+            max_ms = duration
         index = bucket_of(duration)
-        buckets = self.buckets
         buckets[index] = buckets.get(index, 0) + 1
+    pairs = ["n", str(len(spans))]
+    if errors:
+        pairs += ["e", str(errors)]
+    for index, count in buckets.items():
+        pairs += [f"b{index}", str(count)]
+    return pairs, max_ms
 
-    def fields(self) -> list[str]:
-        """HINCRBY commands' field/amount pairs, flattened."""
-        pairs = ["n", str(self.count)]
-        if self.errors:
-            pairs += ["e", str(self.errors)]
-        for index, count in self.buckets.items():
-            pairs += [f"b{index}", str(count)]
-        return pairs
+
+# The hour and pair texts of a batch's keys are nearly always those of the batches
+# before it: remembered (bounded), they are made once rather than once per batch.
+@lru_cache(maxsize=64)
+def _hour_named(hour_number: int) -> str:
+    return keys.hour_of(hour_number * _HOUR_MS)
+
+
+@lru_cache(maxsize=1024)
+def _pair_member(first: str, second: str) -> str:
+    return keys.pair_member(first, second)
 
 
 def is_aggregated(span: Span) -> bool:
@@ -73,53 +79,65 @@ def aggregate_commands(
 ) -> list[tuple[str, ...]]:
     """The commands (all arguments strings) that count ``spans`` into the aggregates."""
     # Grouped by plain tuples first: the JSON pair member is made once per group.
-    operations: dict[tuple[int, str, str], _Sum] = {}
-    edges: dict[tuple[int, str, str], _Sum] = {}
+    operations: dict[tuple[int, str, str], list[Span]] = {}
+    edges: dict[tuple[int, str, str], list[Span]] = {}
+    # The hour of the span before, as epoch ms [lower, upper): most of a batch's spans
+    # start in the same hour, and two comparisons cost less than computing it.
+    hour_number = 0
+    lower = upper = 0
     for span in spans:
-        if not is_aggregated(span):
+        is_server = span.kind == "server"
+        if not (is_server or span.is_local_root):  # is_aggregated
             continue
-        hour_number = int(span.start_time // _HOUR_MS)
+        start = span.start_time
+        if not lower <= start < upper:
+            hour_number = int(start // _HOUR_MS)
+            lower = hour_number * _HOUR_MS
+            upper = lower + _HOUR_MS
         group = (hour_number, span.service, span.operation)
-        total = operations.get(group)
-        if total is None:
-            total = operations[group] = _Sum()
-        total.add(span)
-        if span.kind == "server":
+        members = operations.get(group)
+        if members is None:
+            operations[group] = [span]
+        else:
+            members.append(span)
+        if is_server:
             caller = caller_of(span)
             if caller is not None:
                 edge = (hour_number, caller, span.service)
-                total = edges.get(edge)
-                if total is None:
-                    total = edges[edge] = _Sum()
-                total.add(span)
+                members = edges.get(edge)
+                if members is None:
+                    edges[edge] = [span]
+                else:
+                    members.append(span)
     if not operations:
         return []
     hour_names: dict[int, str] = {}
     expire_at: dict[str, str] = {}
     for hour_number, _, _ in operations:
         if hour_number not in hour_names:
-            hour = hour_names[hour_number] = keys.hour_of(hour_number * _HOUR_MS)
+            hour = hour_names[hour_number] = _hour_named(hour_number)
             expire_at[hour] = str((hour_number + 1) * _HOUR_MS // 1000 + ttl_s)
     commands: list[tuple[str, ...]] = []
-    members: dict[str, list[str]] = {}
+    members_of: dict[str, list[str]] = {}
     maxima: dict[str, list[str]] = {}
-    for (hour_number, service, operation), total in operations.items():
+    for (hour_number, service, operation), grouped in operations.items():
         hour = hour_names[hour_number]
-        pair = keys.pair_member(service, operation)
+        pair = _pair_member(service, operation)
         key = keys.aggregate_key(hour, pair, prefix=prefix)
-        commands += _increments(key, total)
+        fields, max_ms = _fields_of(grouped)
+        commands += _increments(key, fields)
         commands.append(("EXPIREAT", key, expire_at[hour]))
-        members.setdefault(hour, []).append(pair)
-        maxima.setdefault(hour, []).extend((repr(total.max_ms), pair))
+        members_of.setdefault(hour, []).append(pair)
+        maxima.setdefault(hour, []).extend((repr(max_ms), pair))
     edge_members: dict[str, list[str]] = {}
-    for (hour_number, caller, callee), total in edges.items():
+    for (hour_number, caller, callee), grouped in edges.items():
         hour = hour_names[hour_number]
-        pair = keys.pair_member(caller, callee)
+        pair = _pair_member(caller, callee)
         key = keys.edge_key(hour, pair, prefix=prefix)
-        commands += _increments(key, total)
+        commands += _increments(key, _fields_of(grouped)[0])
         commands.append(("EXPIREAT", key, expire_at[hour]))
         edge_members.setdefault(hour, []).append(pair)
-    for hour, pairs in members.items():
+    for hour, pairs in members_of.items():
         index = keys.operation_index_key(hour, prefix=prefix)
         commands += [("SADD", index, *pairs), ("EXPIREAT", index, expire_at[hour])]
         top = keys.max_key(hour, prefix=prefix)
@@ -130,6 +148,5 @@ def aggregate_commands(
     return commands
 
 
-def _increments(key: str, total: _Sum) -> list[tuple[str, ...]]:
-    fields = total.fields()
+def _increments(key: str, fields: list[str]) -> list[tuple[str, ...]]:
     return [("HINCRBY", key, fields[i], fields[i + 1]) for i in range(0, len(fields), 2)]

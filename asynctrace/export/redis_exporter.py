@@ -213,56 +213,95 @@ class RedisExporter:
         prefix = self.prefix
         threshold = self.slow_threshold_ms
         trace_key = keys.trace_key
-        by_trace: dict[str, list[Span]] = {}
+        # Most traces have one span in a batch (a request's local root, or all of a
+        # one-span request), so no list per trace: a trace's first span is kept in
+        # first_of, and any later ones in others_of.
+        first_of: dict[str, Span] = {}
+        others_of: dict[str, list[Span]] = {}
         aggregated: list[Span] = []
         for span in spans:
             if span.is_local_root or span.kind == "server":  # aggregates.is_aggregated
                 aggregated.append(span)
-            members = by_trace.get(span.trace_id)
-            if members is None:
-                by_trace[span.trace_id] = [span]
-            else:
-                members.append(span)
+            trace_id = span.trace_id
+            if first_of.setdefault(trace_id, span) is not span:
+                others = others_of.get(trace_id)
+                if others is None:
+                    others_of[trace_id] = [span]
+                else:
+                    others.append(span)
         slow: dict[str, float] = {}
         errors_by_day: dict[str, set[str]] = {}
         index: list[str] = []
         clock = time.perf_counter
         deadline = clock() + _SLICE_S
-        for trace_id, members in by_trace.items():
+        # One-span traces since the clock was last read: each is too little work to
+        # look at the clock after it, so that is done every _CHECK_EVERY of them.
+        unchecked = 0
+        for trace_id, first_span in first_of.items():
             key = trace_key(trace_id, prefix=prefix)
-            entries: list[str] = []
-            is_stored = False
-            for span in members:
+            others = others_of.get(trace_id) if others_of else None
+            if others is None:
+                unchecked += 1
+                span = first_span
                 is_error = span.status == "error"
-                if not (span.is_sampled or is_error):
-                    continue
-                is_indexed = span.is_local_root or is_error
-                try:
-                    if is_indexed:
-                        entry, score, index_entry = encode_indexed_span(span)
+                if span.is_sampled or is_error:
+                    is_indexed = span.is_local_root or is_error
+                    try:
+                        if is_indexed:
+                            entry, score, index_entry = encode_indexed_span(span)
+                        else:
+                            entry = encode_span(span)
+                    except Exception as exc:
+                        # Only a value set around the Span API can do this (tags holding
+                        # objects JSON cannot encode): leave that one span out, not the batch.
+                        report_internal_error("a span could not be encoded; it was left out", exc)
                     else:
-                        entry = encode_span(span)
-                except Exception as exc:
-                    # Only a value set around the Span API can do this (tags holding
-                    # objects JSON cannot encode): leave that one span out, not the batch.
-                    report_internal_error("a span could not be encoded; it was left out", exc)
+                        commands.rpush_one_and_expire(key, entry)
+                        if is_indexed:
+                            if span.is_local_root and span.duration > threshold:
+                                slow[trace_id] = span.duration
+                            if is_error:
+                                day = utc_day(span.start_time)
+                                errors_by_day.setdefault(day, set()).add(trace_id)
+                            index.append(score)
+                            index.append(index_entry)
+                if unchecked < _CHECK_EVERY:
                     continue
-                entries.append(entry)
-                is_stored = True
-                if is_indexed:
-                    if span.is_local_root and span.duration > threshold:
-                        slow[trace_id] = max(span.duration, slow.get(trace_id, 0.0))
-                    if is_error:
-                        errors_by_day.setdefault(utc_day(span.start_time), set()).add(trace_id)
-                    index.append(score)
-                    index.append(index_entry)
-                if len(entries) % _CHECK_EVERY == 0 and clock() >= deadline:
-                    commands.rpush(key, entries)
-                    entries = []
-                    yield
-                    deadline = clock() + _SLICE_S
-            if is_stored:
-                commands.rpush_and_expire(key, entries)
+            else:
+                entries: list[str] = []
+                is_stored = False
+                for span in (first_span, *others):
+                    is_error = span.status == "error"
+                    if not (span.is_sampled or is_error):
+                        continue
+                    is_indexed = span.is_local_root or is_error
+                    try:
+                        if is_indexed:
+                            entry, score, index_entry = encode_indexed_span(span)
+                        else:
+                            entry = encode_span(span)
+                    except Exception as exc:
+                        # As above: that one span is left out, not the batch.
+                        report_internal_error("a span could not be encoded; it was left out", exc)
+                        continue
+                    entries.append(entry)
+                    is_stored = True
+                    if is_indexed:
+                        if span.is_local_root and span.duration > threshold:
+                            slow[trace_id] = max(span.duration, slow.get(trace_id, 0.0))
+                        if is_error:
+                            day = utc_day(span.start_time)
+                            errors_by_day.setdefault(day, set()).add(trace_id)
+                        index.append(score)
+                        index.append(index_entry)
+                    if len(entries) % _CHECK_EVERY == 0 and clock() >= deadline:
+                        commands.rpush(key, entries)
+                        entries = []
+                        yield
+                        deadline = clock() + _SLICE_S
+                if is_stored:
+                    commands.rpush_and_expire(key, entries)
+            unchecked = 0
             if clock() >= deadline:
                 yield
                 deadline = clock() + _SLICE_S
@@ -322,6 +361,9 @@ class _Commands(Protocol):
     def rpush_and_expire(self, key: str, entries: list[str]) -> None:
         """RPUSH ``entries`` (if any) to a trace list, then refresh its TTL."""
 
+    def rpush_one_and_expire(self, key: str, entry: str) -> None:
+        """``rpush_and_expire(key, [entry])``: the common trace of one span."""
+
     def command(self, *arguments: str) -> None: ...
 
 
@@ -353,6 +395,17 @@ class _PackedCommands:
         else:
             self._parts.append(f"*3\r\n$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}")
             self.count += 1
+
+    def rpush_one_and_expire(self, key: str, entry: str) -> None:
+        if key.isascii() and entry.isascii():
+            size = len(key)
+            self._parts.append(
+                f"*3\r\n$5\r\nRPUSH\r\n${size}\r\n{key}\r\n${len(entry)}\r\n{entry}\r\n"
+                f"*3\r\n$6\r\nEXPIRE\r\n${size}\r\n{key}\r\n{self._ttl_bulk}"
+            )
+            self.count += 2
+        else:
+            self.rpush_and_expire(key, [entry])
 
     def command(self, *arguments: str) -> None:
         self._parts.append(f"*{len(arguments)}\r\n{_bulks(arguments)}")
@@ -395,6 +448,9 @@ class _PipelinedCommands:
     def rpush_and_expire(self, key: str, entries: list[str]) -> None:
         self.rpush(key, entries)
         self.command("EXPIRE", key, self._ttl)
+
+    def rpush_one_and_expire(self, key: str, entry: str) -> None:
+        self.rpush_and_expire(key, [entry])
 
     def command(self, *arguments: str) -> None:
         name, *rest = arguments

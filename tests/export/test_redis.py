@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
 import asynctrace
+from asynctrace import keys
 from asynctrace.export import ExportQueue, RedisCommandError, RedisExporter
 from asynctrace.model import IndexEntry, Span, encode_span, spans_of, utc_day
 from asynctrace.testing import RedisServer
@@ -60,6 +61,40 @@ async def test_batch_writes_trace_list_with_ttl(client: aioredis.Redis, redis_ur
     key = f"trace:{TRACE}"
     assert await client.lrange(key, 0, -1) == [encode_span(s).encode() for s in spans]
     assert 86390 < await client.ttl(key) <= 86400
+
+
+async def test_one_span_and_longer_traces_of_a_batch_keep_their_spans_in_order(
+    client: aioredis.Redis, redis_url: str
+) -> None:
+    single = [finished(f"c{n:015x}", trace_id=f"{n + 1:032x}") for n in range(40)]
+    longer = [finished(f"d{n:015x}", parent="d" * 16) for n in range(40)]
+    batch = [span for pair in zip(single, longer, strict=True) for span in pair]
+    exporter = RedisExporter(redis_url)
+    await exporter.export(batch)
+    await exporter.shutdown()
+    assert await client.lrange(f"trace:{TRACE}", 0, -1) == [encode_span(s).encode() for s in longer]
+    for span in single:
+        key = f"trace:{span.trace_id}"
+        assert await client.lrange(key, 0, -1) == [encode_span(span).encode()]
+        assert 86390 < await client.ttl(key) <= 86400
+
+
+async def test_a_batch_across_hours_counts_each_span_in_its_own_hour(
+    client: aioredis.Redis, redis_url: str
+) -> None:
+    hour_ms = 3_600_000.0
+    # The hour before this one: an hour's aggregates expire 35 days after it ends.
+    first_hour = (time.time() * 1000.0 // hour_ms - 1.0) * hour_ms
+    starts = [first_hour + hour_ms - 1.0, first_hour + hour_ms, first_hour, first_hour + hour_ms]
+    exporter = RedisExporter(redis_url)
+    await exporter.export(
+        [finished(f"e{n:015x}", trace_id=f"{n + 1:032x}", start=ms) for n, ms in enumerate(starts)]
+    )
+    await exporter.shutdown()
+    pair = keys.pair_member("orders", "GET /orders/{id}")
+    for hour_start in (first_hour, first_hour + hour_ms):
+        key = keys.aggregate_key(keys.hour_of(hour_start), pair)
+        assert await client.hget(key, "n") == b"2"
 
 
 async def test_slow_set_keeps_local_root_durations_over_threshold_and_only_top_100(
