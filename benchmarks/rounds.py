@@ -13,7 +13,14 @@ import statistics
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Summary", "interleaved", "interleaved_async", "percentile"]
+__all__ = [
+    "Summary",
+    "interleaved",
+    "interleaved_async",
+    "median_difference",
+    "median_ratio",
+    "percentile",
+]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -25,6 +32,21 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def median_ratio(values: Sequence[float], baselines: Sequence[float]) -> float:
+    """The median of round-by-round ratios ``values[i] / baselines[i]``.
+
+    Variants of one round ran side by side, so a slow spell of a shared machine
+    (another tenant, a frequency change) scales both sides of a round's ratio alike:
+    steadier than a ratio of medians taken over different spells.
+    """
+    return statistics.median(v / b for v, b in zip(values, baselines, strict=True))
+
+
+def median_difference(values: Sequence[float], baselines: Sequence[float]) -> float:
+    """The median of round-by-round differences ``values[i] - baselines[i]``."""
+    return statistics.median(v - b for v, b in zip(values, baselines, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from asynctrace.model import Span
 from asynctrace.tracer import reset_tracer
 from benchmarks import otel
 from benchmarks.options import Options
-from benchmarks.report import ScenarioResult, Table, Target, ratio
-from benchmarks.rounds import Summary, interleaved_async
+from benchmarks.report import ScenarioResult, Table, Target
+from benchmarks.rounds import Summary, interleaved_async, median_ratio
 
 __all__ = ["NAME", "run"]
 
@@ -282,47 +282,53 @@ async def _measure(quick: bool) -> ScenarioResult:
         ["variant", "floor", "asynctrace", "vs floor", "OpenTelemetry SDK", "OTel/asynctrace"],
     )
     data: dict[str, Any] = {"rounds": rounds, "iterations_per_sample": iterations, "rows": {}}
+    vs_floor: dict[str, float] = {}
+    otel_vs_ours: dict[str, float] = {}
     for row in rows:
         floor = stats[f"{row}|floor"]
         ours = stats[f"{row}|asynctrace"]
         theirs = stats.get(f"{row}|otel")
+        vs_floor[row] = median_ratio(samples[f"{row}|asynctrace"], samples[f"{row}|floor"])
+        if theirs:
+            otel_vs_ours[row] = median_ratio(samples[f"{row}|otel"], samples[f"{row}|asynctrace"])
         table.rows.append(
             [
                 row,
                 _cell(floor),
                 _cell(ours),
-                ratio(ours.median, floor.median),
+                f"{vs_floor[row]:.2f}x",
                 _cell(theirs) if theirs else "not installed",
-                ratio(theirs.median, ours.median) if theirs else "n/a",
+                f"{otel_vs_ours[row]:.2f}x" if theirs else "n/a",
             ]
         )
         data["rows"][row] = {
             "floor_ns": floor.as_dict(),
             "asynctrace_ns": ours.as_dict(),
             "otel_ns": theirs.as_dict() if theirs else None,
+            "asynctrace_vs_floor": vs_floor[row],
+            "otel_vs_asynctrace": otel_vs_ours.get(row),
         }
     if not otel.AVAILABLE:
         table.notes.append(otel.UNAVAILABLE_REASON)
     table.notes.append(
-        f"{rounds} interleaved rounds of {iterations} spans per variant; "
-        "floor = slotted object, pooled ids, 2 clock reads, ContextVar set/reset, list append"
+        f"{rounds} interleaved rounds of {iterations} spans per variant; ratios are "
+        "medians of per-round ratios; floor = slotted object, pooled ids, 2 clock reads, "
+        "ContextVar set/reset, list append"
     )
     child = "async with span() child"
-    ours_child = stats[f"{child}|asynctrace"].median
-    floor_child = stats[f"{child}|floor"].median
     targets = [
         Target(
             "async with span() child <= 1.2x floor",
-            ratio(ours_child, floor_child),
-            ours_child <= 1.2 * floor_child,
+            f"{vs_floor[child]:.2f}x",
+            vs_floor[child] <= 1.2,
         )
     ]
-    otel_child = stats.get(f"{child}|otel")
+    otel_child = otel_vs_ours.get(child)
     targets.append(
         Target(
             "child span >= 8x cheaper than the OpenTelemetry SDK",
-            ratio(otel_child.median, ours_child) if otel_child else "OTel not installed",
-            otel_child.median >= 8 * ours_child if otel_child else None,
+            f"{otel_child:.2f}x" if otel_child is not None else "OTel not installed",
+            otel_child >= 8 if otel_child is not None else None,
         )
     )
     return ScenarioResult(NAME, table, targets, data)
