@@ -211,7 +211,6 @@ class RedisExporter:
         order), followed by its EXPIRE. Spans of unsampled traces that are not errors
         only count in the aggregates (the tracer queues those for nothing else)."""
         prefix = self.prefix
-        threshold = self.slow_threshold_ms
         trace_key = keys.trace_key
         # Most traces have one span in a batch (a request's local root, or all of a
         # one-span request), so no list per trace: a trace's first span is kept in
@@ -229,9 +228,8 @@ class RedisExporter:
                     others_of[trace_id] = [span]
                 else:
                     others.append(span)
-        slow: dict[str, float] = {}
-        errors_by_day: dict[str, set[str]] = {}
-        index: list[str] = []
+        noted = _BatchIndex(self.slow_threshold_ms)
+        encode = noted.encode
         clock = time.perf_counter
         deadline = clock() + _SLICE_S
         # One-span traces since the clock was last read: each is too little work to
@@ -242,58 +240,20 @@ class RedisExporter:
             others = others_of.get(trace_id) if others_of else None
             if others is None:
                 unchecked += 1
-                span = first_span
-                is_error = span.status == "error"
-                if span.is_sampled or is_error:
-                    is_indexed = span.is_local_root or is_error
-                    try:
-                        if is_indexed:
-                            entry, score, index_entry = encode_indexed_span(span)
-                        else:
-                            entry = encode_span(span)
-                    except Exception as exc:
-                        # Only a value set around the Span API can do this (tags holding
-                        # objects JSON cannot encode): leave that one span out, not the batch.
-                        report_internal_error("a span could not be encoded; it was left out", exc)
-                    else:
-                        commands.rpush_one_and_expire(key, entry)
-                        if is_indexed:
-                            if span.is_local_root and span.duration > threshold:
-                                slow[trace_id] = span.duration
-                            if is_error:
-                                day = utc_day(span.start_time)
-                                errors_by_day.setdefault(day, set()).add(trace_id)
-                            index.append(score)
-                            index.append(index_entry)
+                entry = encode(first_span)
+                if entry is not None:
+                    commands.rpush_one_and_expire(key, entry)
                 if unchecked < _CHECK_EVERY:
                     continue
             else:
                 entries: list[str] = []
                 is_stored = False
                 for span in (first_span, *others):
-                    is_error = span.status == "error"
-                    if not (span.is_sampled or is_error):
-                        continue
-                    is_indexed = span.is_local_root or is_error
-                    try:
-                        if is_indexed:
-                            entry, score, index_entry = encode_indexed_span(span)
-                        else:
-                            entry = encode_span(span)
-                    except Exception as exc:
-                        # As above: that one span is left out, not the batch.
-                        report_internal_error("a span could not be encoded; it was left out", exc)
+                    entry = encode(span)
+                    if entry is None:
                         continue
                     entries.append(entry)
                     is_stored = True
-                    if is_indexed:
-                        if span.is_local_root and span.duration > threshold:
-                            slow[trace_id] = max(span.duration, slow.get(trace_id, 0.0))
-                        if is_error:
-                            day = utc_day(span.start_time)
-                            errors_by_day.setdefault(day, set()).add(trace_id)
-                        index.append(score)
-                        index.append(index_entry)
                     if len(entries) % _CHECK_EVERY == 0 and clock() >= deadline:
                         commands.rpush(key, entries)
                         entries = []
@@ -305,6 +265,7 @@ class RedisExporter:
             if clock() >= deadline:
                 yield
                 deadline = clock() + _SLICE_S
+        slow, errors_by_day, index = noted.slow, noted.errors_by_day, noted.index
         if slow:
             slow_key = keys.slow_key(prefix=prefix)
             # GT keeps a trace's largest local-root duration: its outermost service's.
@@ -338,6 +299,43 @@ class RedisExporter:
             if self._client_loop is loop:
                 await client.aclose()
         self._client_loop = None
+
+
+class _BatchIndex:
+    """Encodes a batch's spans and notes what they add to the slow set, the error-day
+    sets and the trace index (local roots and error spans)."""
+
+    __slots__ = ("errors_by_day", "index", "slow", "threshold")
+
+    def __init__(self, slow_threshold_ms: float) -> None:
+        self.threshold = slow_threshold_ms
+        self.slow: dict[str, float] = {}
+        self.errors_by_day: dict[str, set[str]] = {}
+        self.index: list[str] = []  # score, entry, score, entry, ...
+
+    def encode(self, span: Span) -> str | None:
+        """The span's JSON, or None when it is not stored: a span of an unsampled
+        trace that is not an error (it only counts in the aggregates), or one that
+        cannot be encoded (reported, and left out rather than failing the batch)."""
+        is_error = span.status == "error"
+        if not (span.is_sampled or is_error):
+            return None
+        try:
+            if not (span.is_local_root or is_error):
+                return encode_span(span)
+            entry, score, index_entry = encode_indexed_span(span)
+        except Exception as exc:
+            # Only a value set around the Span API can do this (tags holding objects
+            # JSON cannot encode).
+            report_internal_error("a span could not be encoded; it was left out", exc)
+            return None
+        trace_id = span.trace_id
+        if span.is_local_root and span.duration > self.threshold:
+            self.slow[trace_id] = max(span.duration, self.slow.get(trace_id, 0.0))
+        if is_error:
+            self.errors_by_day.setdefault(utc_day(span.start_time), set()).add(trace_id)
+        self.index += (score, index_entry)
+        return entry
 
 
 def _speaks_packed_resp(client: object) -> bool:
