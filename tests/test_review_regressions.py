@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -48,33 +48,19 @@ def test_a_start_time_no_key_can_name_is_a_decode_error(start: float) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_does_not_reuse_the_parents_pooled_ids() -> None:
-    ids.new_span_id()  # fill the pool in the parent
+@pytest.mark.parametrize("draw", [ids.new_span_id, ids.new_trace_id], ids=["span", "trace"])
+def test_a_forked_child_does_not_reuse_the_parents_pooled_ids(draw: Callable[[], str]) -> None:
+    draw()  # fill the pool in the parent
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.write(write, ids.new_span_id().encode())
+        os.write(write, draw().encode())
         os._exit(0)
     os.close(write)
     child_id = os.read(read, 64).decode()
     os.close(read)
     os.waitpid(pid, 0)
-    assert child_id != ids.new_span_id()
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_does_not_reuse_the_parents_pooled_trace_ids() -> None:
-    ids.new_trace_id()  # fill the trace id pool in the parent
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.write(write, ids.new_trace_id().encode())
-        os._exit(0)
-    os.close(write)
-    child_id = os.read(read, 64).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert child_id != ids.new_trace_id()
+    assert child_id != draw()
 
 
 def test_pooled_trace_ids_are_valid_and_distinct_across_refills() -> None:
