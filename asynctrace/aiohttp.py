@@ -351,9 +351,12 @@ def _fail(server: ActiveSpan, exc: BaseException) -> None:
 
 async def _add_trace_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     try:
+        headers = response.headers
+        if _TRACE_ID in headers:
+            return  # the middleware's finish() set it: the common case, checked first
         trace_id = request.get(_TRACE_ID_KEY)
-        if trace_id is not None and _TRACE_ID not in response.headers:
-            response.headers[_TRACE_ID] = trace_id
+        if trace_id is not None:
+            headers[_TRACE_ID] = trace_id
     except Exception as exc:
         report_internal_error("X-Trace-ID response hook failed", exc)
 
