@@ -618,32 +618,14 @@ _NO_ERROR_JSON = '""'
 
 
 def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
-    # _times_json inlined: every local root (every request) comes here.
     string = _json_string
     encode_object = _json_object
     if string is None or encode_object is None:
         return None
-    start_time = span.start_time
-    end_time = span.end_time
-    duration_ms = span.duration
-    if not (
-        type(start_time) is float
-        and type(end_time) is float
-        and type(duration_ms) is float
-        and 0.0 <= start_time < _FAST_MS_LIMIT
-        and 0.0 <= end_time < _FAST_MS_LIMIT
-        and 0.0 <= duration_ms < _FAST_MS_LIMIT
-    ):
+    times = _times_json(span)
+    if times is None:
         return None
-    start = f"{start_time:.3f}"
-    if start[-1] == "0":
-        start = _trim_zeros(start)
-    end = f"{end_time:.3f}"
-    if end[-1] == "0":
-        end = _trim_zeros(end)
-    duration = f"{duration_ms:.3f}"
-    if duration[-1] == "0":
-        duration = _trim_zeros(duration)
+    start, end, duration = times
     trace_id = string(span.trace_id)
     span_id = string(span.span_id)
     service = string(span.service)
