@@ -55,7 +55,6 @@ _TRACEPARENT_LENGTH = 55
 # headers". Anything past this is not worth stripping or scanning.
 _MAX_TRACEPARENT_LENGTH = 512
 _TRACEPARENT_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_VERSION_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 # The sampled flag is bit 0 of trace-flags (W3C §3.2.2.5.1): it is set exactly when
@@ -309,33 +308,28 @@ def _outgoing_tracestate(value: object) -> str:
 def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
     """(trace_id, parent_id, is_sampled) of a valid traceparent, else None."""
     if type(value) is str and len(value) == _TRACEPARENT_LENGTH and value[:3] == "00-":
-        # The common case, version 00 with nothing around it: one match checks it all.
-        if _VERSION_00.fullmatch(value) is None:
+        # The common case, version 00 with nothing around it: only the match below.
+        text = value
+    else:
+        if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_LENGTH:
             return None
-        trace_id = value[3:35]
-        span_id = value[36:52]
-        if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        # Header values may arrive with OWS around them (RFC 7230 §3.2.4); the W3C test
+        # suite sends " 00-...-01 \t" and expects it to be accepted.
+        text = value.strip(_OWS)
+        size = len(text)
+        version = text[:2]
+        if version == "00":
+            # §3.2.2.2: version 00 is exactly version-format, nothing after the flags.
+            if size != _TRACEPARENT_LENGTH:
+                return None
+        elif (
+            # §3.2.4: a higher version is parsed as 00 when it is at least 55 long and
+            # the flags are followed by the end or a dash; §3.2.2.1: ff is invalid.
+            size < _TRACEPARENT_LENGTH
+            or version == "ff"
+            or (size > _TRACEPARENT_LENGTH and text[_TRACEPARENT_LENGTH] != "-")
+        ):
             return None
-        return trace_id, span_id, value[54] in _ODD_HEX_DIGITS
-    if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_LENGTH:
-        return None
-    # Header values may arrive with OWS around them (RFC 7230 §3.2.4); the W3C test
-    # suite sends " 00-...-01 \t" and expects it to be accepted.
-    text = value.strip(_OWS)
-    size = len(text)
-    version = text[:2]
-    if version == "00":
-        # §3.2.2.2: version 00 is exactly version-format, nothing after the flags.
-        if size != _TRACEPARENT_LENGTH:
-            return None
-    elif (
-        # §3.2.4: a higher version is parsed as 00 when it is at least 55 long and
-        # the flags are followed by the end or a dash; §3.2.2.1: ff is invalid.
-        size < _TRACEPARENT_LENGTH
-        or version == "ff"
-        or (size > _TRACEPARENT_LENGTH and text[_TRACEPARENT_LENGTH] != "-")
-    ):
-        return None
     # §3.2.2: version, trace-id, parent-id and flags are lowercase hex (HEXDIGLC) of
     # 2, 32, 16 and 2 digits, dash-separated. One anchored match checks all of it in
     # C, faster than per-field charset checks.
