@@ -678,19 +678,9 @@ def utc_day(epoch_ms: float) -> str:
 
 
 def encode_index_entry(span: Span) -> str:
-    """``IndexEntry.of(span).encode()``, without building the entry (the exporter's path)."""
-    fast = _index_json_fast(
-        span.trace_id,
-        span.span_id,
-        span.service,
-        span.operation,
-        span.status,
-        span.duration,
-        span.start_time,
-        span.parent_span_id is None,
-        _index_error(span),
-    )
-    return fast if fast is not None else IndexEntry.of(span).encode()
+    """The trace index's entry for ``span`` as JSON (the exporter's hot path encodes it
+    with the span, in ``encode_indexed_span``; this is its reference)."""
+    return IndexEntry.of(span).encode()
 
 
 def _index_error(span: Span) -> str:
