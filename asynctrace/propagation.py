@@ -200,8 +200,12 @@ def extract(headers: Mapping[str, str]) -> SpanContext | None:
     the caller starts a new trace. Never raises.
     """
     try:
+        # lines(name, default): every line of a header, by lowercase name, in any
+        # case. A multidict (aiohttp's CIMultiDictProxy) answers with its own getall,
+        # case-insensitive and keeping repeated lines apart; other mappings are read
+        # by _mapping_lines.
         getall = getattr(headers, "getall", None)
-        lines = getall if callable(getall) else _header_lines(headers)
+        lines = getall if callable(getall) else _mapping_lines(headers)
         values = lines(TRACEPARENT_HEADER, ())
         # One line is the common case: _single only matters for repeated lines.
         traceparent = _traceparent_fields(values[0] if len(values) == 1 else _single(values))
@@ -344,16 +348,9 @@ def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
     return trace_id, span_id, text[54] in _ODD_HEX_DIGITS
 
 
-def _header_lines(headers: object) -> Callable[[str, Sequence[object]], Sequence[object]]:
-    """``lines(name, default)``: every line of a header, by lowercase name, in any case.
-
-    A multidict (aiohttp's ``CIMultiDictProxy``) answers with its own ``getall``,
-    which is case-insensitive and keeps repeated lines apart. Any other mapping is
-    read in one pass over its items, keeping only the four names this module reads.
-    """
-    getall = getattr(headers, "getall", None)
-    if callable(getall):
-        return cast("Callable[[str, Sequence[object]], Sequence[object]]", getall)
+def _mapping_lines(headers: object) -> Callable[[str, Sequence[object]], Sequence[object]]:
+    """``lines(name, default)`` of a mapping that is not a multidict: its items read
+    in one pass, keeping only the four names this module reads, by lowercase name."""
     found: dict[str, list[object]] = {}
     items = getattr(headers, "items", None)
     if callable(items):
