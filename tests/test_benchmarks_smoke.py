@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from asynctrace.tracer import reset_tracer
+from benchmarks import instructions
 from benchmarks.__main__ import SCENARIOS
+from benchmarks.instructions import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,3 +90,15 @@ def test_an_unknown_scenario_is_refused_with_the_list_of_names() -> None:
     assert out.returncode == 2
     assert "unknown scenario(s) nope" in out.stderr
     assert all(name in out.stderr for name in SCENARIOS)
+
+
+@pytest.mark.parametrize(
+    "case", [(case, variant) for case, (_, variants, _) in CASES.items() for variant in variants]
+)
+def test_every_instruction_count_workload_runs(case: tuple[str, str]) -> None:
+    # The workloads valgrind counts, run once without it: only that they work.
+    name, variant = case
+    try:
+        assert instructions.main(["--child", name, variant, "20"]) == 0
+    finally:
+        reset_tracer()  # the workloads configure the global tracer

@@ -1,0 +1,171 @@
+"""``python -m benchmarks.instructions [span|middleware|export ...]``: CPU instructions
+per operation, counted by valgrind's callgrind.
+
+Timings on a shared host swing with whatever else runs there; an instruction count
+is the same on every run. Each case runs twice in a child process under callgrind,
+with a short and a long loop (same set-up, ``PYTHONHASHSEED=0``), and the difference
+is divided by the extra iterations, so start-up and set-up cancel out. Needs
+``valgrind`` (Debian's package); about half a minute per count.
+
+- ``span``: ``with span("child")`` inside a parent, against the floor span of
+  ``span_cost.py`` (no-op exporter, a queue large enough never to drop or wake).
+- ``middleware``: one request through ``Application._handle`` as in
+  ``middleware_cost.py``: bare, empty middleware, the naive in-memory middleware,
+  asynctrace for a new trace, with a ``traceparent``, and with a ``traceparent`` and
+  a ``tracestate``.
+- ``export``: ``RedisExporter``'s encoding of a batch into packed RESP (no socket),
+  per span, for traces of one and of four spans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["count", "main"]
+
+SHORT, LONG = 200, 2200
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def _span_case(variant: str, iterations: int) -> None:
+    import asynctrace
+    from benchmarks.span_cost import _NoOpExporter, floor_span
+
+    asynctrace.configure(
+        service="bench", exporter=_NoOpExporter(), max_queue=10**7, batch_size=10**7
+    )
+    if variant == "floor":
+        with floor_span():
+            for _ in range(iterations):
+                with floor_span():
+                    pass
+    else:
+        with asynctrace.span("parent"):
+            for _ in range(iterations):
+                with asynctrace.span("child"):
+                    pass
+
+
+_MIDDLEWARE_HEADERS = {
+    "new trace": {},
+    "traceparent": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+    "traceparent + tracestate": {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "asynctrace=web,other=1",
+    },
+}
+
+
+def _middleware_case(variant: str, iterations: int) -> None:
+    import asynctrace
+    from benchmarks.apps import build_app
+    from benchmarks.middleware_cost import BASE_HEADERS, _frozen, _NoOpExporter, _requests
+
+    async def run() -> None:
+        # A batch delay no run reaches: the exporter wakes on batch size only, never
+        # on how long valgrind made the loop take.
+        tracer = asynctrace.configure(service="hello", exporter=_NoOpExporter(), max_delay_s=600)
+        headers = {**BASE_HEADERS, **_MIDDLEWARE_HEADERS.get(variant, {})}
+        mode = variant if variant in ("bare", "empty", "naive") else "asynctrace"
+        app = _frozen(build_app(mode))
+        requests = _requests(app, SHORT + iterations, headers)
+        for request in requests[:SHORT]:  # warm-up, the same in both runs
+            await app._handle(request)
+        await tracer.flush()
+        for request in requests[SHORT:]:
+            await app._handle(request)
+
+    asyncio.run(run())
+
+
+def _export_case(variant: str, iterations: int) -> None:
+    from asynctrace.export import redis_exporter
+    from benchmarks.workload import finished_spans
+
+    # The same 256 spans (made the same way in both runs) are encoded batch after
+    # batch until ``iterations`` spans went through: only the encoding is counted.
+    spans = finished_spans(256, spans_per_trace=int(variant))
+    exporter = redis_exporter.RedisExporter("redis://127.0.0.1:1")  # never connects
+    remaining = iterations
+    while remaining > 0:
+        batch = spans[: min(remaining, len(spans))]
+        packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
+        for _ in exporter._fill(packed, batch):
+            packed.take()
+        packed.take()
+        remaining -= len(batch)
+
+
+CASES: dict[str, tuple[Callable[[str, int], None], Sequence[str], str]] = {
+    "span": (_span_case, ("floor", "asynctrace"), "per child span"),
+    "middleware": (
+        _middleware_case,
+        ("bare", "empty", "naive", *_MIDDLEWARE_HEADERS),
+        "per request",
+    ),
+    "export": (_export_case, ("1", "4"), "per exported span (1 or 4 spans per trace)"),
+}
+
+
+def _collected(case: str, variant: str, iterations: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.instructions",
+        "--child",
+        case,
+        variant,
+        str(iterations),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    found = _COLLECTED.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count for {case} {variant}")
+    return int(found[1])
+
+
+def count(case: str, variant: str) -> float:
+    """Instructions per iteration of ``variant`` of ``case``."""
+    short = _collected(case, variant, SHORT)
+    long = _collected(case, variant, LONG)
+    return (long - short) / (LONG - SHORT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=", ".join(CASES))
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    options: Any = parser.parse_args(argv)
+    if options.child:
+        case, variant, iterations = options.child
+        CASES[case][0](variant, int(iterations))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    names = options.cases or list(CASES)
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    for name in names:
+        _, variants, unit = CASES[name]
+        print(f"== {name}: instructions {unit}")
+        for variant in variants:
+            print(f"{variant:<28}{count(name, variant):>12,.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
