@@ -14,19 +14,22 @@ import functools
 import inspect
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextvars import ContextVar, Token
 from time import perf_counter as _perf_counter
-from time import time as _time
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from asynctrace import clock as _clock
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.ids import new_span_id, new_trace_id, pop_span_id, pop_trace_id
 from asynctrace.model import DEFAULT_LIMITS, Limits, Span, SpanContext
 
 __all__ = [
+    "UNQUEUED",
     "ActiveSpan",
+    "EndedSpans",
     "Recorder",
     "current_span",
     "set_recorder",
@@ -43,13 +46,36 @@ _new_span = object.__new__
 logger = logging.getLogger("asynctrace")
 
 
+class EndedSpans(Protocol):
+    """The export queue as a span's end sees it: a deque of ended spans and how many
+    it may hold before an append needs the queue's own bookkeeping (waking its task,
+    keeping its bound). Below ``room`` a sampled span is appended directly, with no
+    call; the queue lowers ``room`` to 0 whenever the next append must be seen."""
+
+    spans: deque[Span]
+    room: int
+
+
+class _Unqueued:
+    """No room ever: every ended span goes through the recorder's callables."""
+
+    def __init__(self) -> None:
+        self.spans: deque[Span] = deque()
+        self.room = 0
+
+
+UNQUEUED: EndedSpans = _Unqueued()
+
+
 class Recorder(Protocol):
-    """What the context layer needs from a tracer: a service name, limits, sampling and
-    the callables that receive ended spans of sampled and of unsampled traces (called
-    from any thread; they must not block)."""
+    """What the context layer needs from a tracer: a service name, limits, sampling,
+    the queue sampled spans go to, and the callables that receive the ended spans the
+    queue has no room for and those of unsampled traces (called from any thread; they
+    must not block)."""
 
     service: str
     limits: Limits
+    ended: EndedSpans
     on_end: Callable[[Span], None]
     on_unsampled_end: Callable[[Span], None]
 
@@ -64,6 +90,7 @@ class _Unconfigured:
     """Spans work before ``configure()``; they are just not exported (said once)."""
 
     limits = DEFAULT_LIMITS
+    ended = UNQUEUED
 
     def __init__(self) -> None:
         self.service = _default_service()
@@ -101,7 +128,8 @@ class ActiveSpan(Span):
 
     Entering makes it the current span; leaving restores the previous one, records an
     exception (status error, re-raised unchanged) or a cancellation (``cancelled=true``,
-    re-raised), and ends it.
+    re-raised), and ends it. An ended span goes to the tracer configured when it ends
+    (after ``configure()`` replaced a tracer, that is the new one).
     """
 
     __slots__ = ("_token",)
@@ -119,8 +147,9 @@ class ActiveSpan(Span):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # Inlined in both exits (resetting the context, Span.end): this runs once per
-        # span on the request path, where each call saved is a twentieth of its cost.
+        # Both exits inline the context reset, end() and the _hand_off it calls: this
+        # runs once per span on the request path, where each call saved is a
+        # twentieth of its cost. Keep the three in step.
         token = self._token
         if token is not None:
             self._token = None
@@ -133,15 +162,20 @@ class ActiveSpan(Span):
         if self._ended:
             return
         self._ended = True
-        duration = (_perf_counter() - self._start_perf) * 1000.0
-        self.duration = duration
-        self.end_time = self.start_time + duration
-        on_end = self._on_end
-        if on_end is not None:
-            try:
-                on_end(self)
-            except Exception as error:
-                report_internal_error("span export hand-off failed", error)
+        self.duration = (_perf_counter() - self._start_perf) * 1000.0
+        try:
+            recorder = _recorder
+            if self.is_sampled:
+                ended = recorder.ended
+                spans = ended.spans
+                if len(spans) < ended.room:
+                    spans.append(self)
+                    return
+                recorder.on_end(self)
+            else:
+                recorder.on_unsampled_end(self)
+        except Exception as error:
+            report_internal_error("span export hand-off failed", error)
 
     async def __aenter__(self) -> ActiveSpan:
         if self._token is None:
@@ -166,15 +200,46 @@ class ActiveSpan(Span):
         if self._ended:
             return
         self._ended = True
-        duration = (_perf_counter() - self._start_perf) * 1000.0
-        self.duration = duration
-        self.end_time = self.start_time + duration
-        on_end = self._on_end
-        if on_end is not None:
-            try:
-                on_end(self)
-            except Exception as error:
-                report_internal_error("span export hand-off failed", error)
+        self.duration = (_perf_counter() - self._start_perf) * 1000.0
+        try:
+            recorder = _recorder
+            if self.is_sampled:
+                ended = recorder.ended
+                spans = ended.spans
+                if len(spans) < ended.room:
+                    spans.append(self)
+                    return
+                recorder.on_end(self)
+            else:
+                recorder.on_unsampled_end(self)
+        except Exception as error:
+            report_internal_error("span export hand-off failed", error)
+
+    def end(self) -> None:
+        """End the span and hand it to the tracer. Idempotent; never raises."""
+        if self._ended:
+            return
+        self._ended = True
+        self.duration = (_perf_counter() - self._start_perf) * 1000.0
+        _hand_off(self)
+
+
+def _hand_off(span: Span) -> None:
+    """Queue an ended span with the current tracer: appended directly while its queue
+    has room, else through the tracer's callables (sampled or not)."""
+    try:
+        recorder = _recorder
+        if span.is_sampled:
+            ended = recorder.ended
+            spans = ended.spans
+            if len(spans) < ended.room:
+                spans.append(span)
+                return
+            recorder.on_end(span)
+        else:
+            recorder.on_unsampled_end(span)
+    except Exception as error:
+        report_internal_error("span export hand-off failed", error)
 
 
 def _reset(token: Token[Span | None]) -> None:
@@ -248,12 +313,12 @@ def span(
         new._tags = None
         new._logs = None
         new.limits = recorder.limits
-        new._on_end = recorder.on_end if new.is_sampled else recorder.on_unsampled_end
         new._ended = False
         new._token = None
         new.duration = 0.0
-        new.start_time = new.end_time = _time() * 1000.0
-        new._start_perf = _perf_counter()
+        # One clock read: the wall-clock start is the monotonic one plus clock's offset.
+        new._start_perf = start = _perf_counter()
+        new.start_time = start * 1000.0 + _clock.offset_ms
         if tags:
             new.set_tags(tags)
         return new

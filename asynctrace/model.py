@@ -9,13 +9,13 @@ travel further (ids are validated, so a corrupt entry never reaches a key or a p
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import perf_counter as _perf_counter
 from typing import Any, Literal, NamedTuple, TypedDict
 
+from asynctrace import clock
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.ids import is_valid_span_id, is_valid_trace_id
 
@@ -130,7 +130,6 @@ class Span:
         "_start_perf",
         "_tags",
         "duration",
-        "end_time",
         "is_local_root",
         "is_sampled",
         "kind",
@@ -152,7 +151,6 @@ class Span:
     operation: str
     kind: str
     start_time: float
-    end_time: float
     duration: float
     status: str
     _tags: dict[str, str] | None
@@ -192,9 +190,8 @@ class Span:
         self.limits = limits
         self._on_end = on_end
         self._ended = False
-        self.start_time = time.time() * 1000.0
-        self._start_perf = time.perf_counter()
-        self.end_time = self.start_time
+        self._start_perf = start = _perf_counter()
+        self.start_time = clock.wall_ms(start)
         self.duration = 0.0
 
     def __repr__(self) -> str:
@@ -202,6 +199,11 @@ class Span:
             f"<Span {self.service}:{self.operation} trace={self.trace_id} "
             f"span={self.span_id} parent={self.parent_span_id} status={self.status}>"
         )
+
+    @property
+    def end_time(self) -> float:
+        """Epoch ms: ``start_time + duration`` (``start_time`` while the span is open)."""
+        return self.start_time + self.duration
 
     # Most spans never get a tag or a log line: their dict and list are made on first
     # use, which keeps span creation cheap and the garbage collector's work small.
@@ -291,9 +293,9 @@ class Span:
             if len(self.logs) >= self.limits.max_logs:
                 self.tags[DROPPED_LOGS_TAG] = str(int(self.tags.get(DROPPED_LOGS_TAG, "0")) + 1)
                 return
-            when = time.time() * 1000.0 if timestamp is None else float(timestamp)
+            when = clock.now_ms() if timestamp is None else float(timestamp)
             if not _EARLIEST_MS <= when <= _LATEST_MS:  # NaN fails too: it would not decode
-                when = time.time() * 1000.0
+                when = clock.now_ms()
             self.logs.append(SpanLog(when, self._clip(str(message)), self._clip(str(level))))
         except Exception as exc:
             report_internal_error("span log failed", exc)
@@ -325,15 +327,14 @@ class Span:
             report_internal_error("record_exception failed", inner)
 
     def end(self) -> None:
-        """End the span and hand it to the exporter. Idempotent; never raises."""
-        # context.ActiveSpan's __exit__ and __aexit__ repeat this body inline (the
-        # request path's hottest call): keep the three in step.
+        """End the span and hand it to ``on_end``. Idempotent; never raises."""
+        # The spans of span() are context.ActiveSpan, which ends its own way: it hands
+        # itself to the tracer configured when it ends, not to a callable of its own.
         if self._ended:
             return
         self._ended = True
         duration = (_perf_counter() - self._start_perf) * 1000.0
         self.duration = duration
-        self.end_time = self.start_time + duration
         on_end = self._on_end
         if on_end is not None:
             try:
@@ -398,7 +399,6 @@ class Span:
         span.kind = kind if isinstance(kind, str) and kind in _KINDS else "internal"
         span.start_time = start
         span.duration = duration
-        span.end_time = start + duration
         span.status = status
         span.tags = _decode_tags(data.get("tags"))
         span.logs = _decode_logs(data.get("logs"))
@@ -571,8 +571,8 @@ def _encode_span_fast(span: Span) -> str | None:
 def _times_json(span: Span) -> tuple[str, str, str] | None:
     """The JSON of a span's (start, end, duration), or None for the reference path."""
     start = span.start_time
-    end = span.end_time
     duration = span.duration
+    end = start + duration
     # _ms_json inlined for the three times: this runs for every exported span.
     if not (
         type(start) is float

@@ -93,8 +93,9 @@ class Tracer:
         # An exporter that writes aggregates says so; others never see unsampled ok spans.
         self._is_aggregating = getattr(exporter, "accepts_unsampled", False) is True
         self._warned_unexported = False
-        # The context layer calls these for every ended span. A sampled span goes
-        # straight into the queue: no method of ours sits on that path.
+        # What the context layer hands ended spans to: a sampled span appends itself to
+        # the queue while it has room (no method of ours on that path), else on_end.
+        self.ended: context.EndedSpans = self.queue if self.queue is not None else context.UNQUEUED
         self.on_end: Callable[[Span], None] = (
             self.queue.append if self.queue is not None else self._warn_unexported
         )
@@ -205,12 +206,9 @@ def configure(
 
 
 def _retire(previous: Tracer, successor: Tracer) -> None:
-    """Shut ``previous`` down in the background; spans it still receives go on."""
+    """Shut ``previous`` down in the background. Spans that end from now on go to
+    ``successor`` (a span ends into the tracer configured when it ends)."""
     queue = previous.queue
-    if queue is not None:
-        # Spans started before configure() end into the old queue: once it is shut
-        # down they continue to the new tracer instead of being dropped.
-        queue.successor = successor.on_end
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

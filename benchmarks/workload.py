@@ -33,6 +33,7 @@ _CHILDREN = (
 class _Capture:
     service = "orders"
     limits: Limits = DEFAULT_LIMITS
+    ended = context.UNQUEUED  # every span goes through on_end
 
     def __init__(self, sink: list[Span]) -> None:
         self.on_end: Callable[[Span], None] = sink.append

@@ -45,6 +45,24 @@ async def test_reconfiguring_flushes_the_old_tracer_and_routes_new_spans_to_the_
     await asynctrace.shutdown()
 
 
+async def test_a_span_open_across_reconfiguring_goes_to_the_tracer_it_ends_under() -> None:
+    first, second = InMemoryExporter(), InMemoryExporter()
+    asynctrace.configure(service="one", exporter=first)
+    async with asynctrace.span("across") as across:
+        asynctrace.configure(service="two", exporter=second)
+        async with asynctrace.span("child"):
+            pass
+    assert await asynctrace.flush()
+    assert first.spans == []
+    # Started under "one": its service and trace stay; the child is its child.
+    assert [(span.operation, span.service) for span in second.spans] == [
+        ("child", "one"),
+        ("across", "one"),
+    ]
+    assert second.spans[0].parent_span_id == across.span_id
+    await asynctrace.shutdown()
+
+
 async def test_spans_ending_after_shutdown_are_counted_as_dropped() -> None:
     asynctrace.configure(service="svc", exporter=InMemoryExporter())
     await asynctrace.shutdown()

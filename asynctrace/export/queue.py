@@ -1,11 +1,13 @@
 """The bounded queue between span ends and the exporter, drained by one background task.
 
-``append`` is the only thing a request path does: an O(1) deque append from any
-thread, no I/O, no await. A background task on the event loop takes batches (when
-``batch_size`` spans are waiting, or ``max_delay_s`` after the first one arrived)
-and hands each to the exporter. When the exporter is unreachable, the batch goes
-back to the front of the queue and the task backs off; the queue stays bounded by
-dropping its oldest spans, and every drop is counted.
+A span's end is the only thing a request path does here: an O(1) deque append from
+any thread, no I/O, no await. While the queue is below ``room`` the span appends
+itself to ``spans`` (the context layer does it inline, without a call); otherwise it
+goes through ``append``, which keeps the bound and wakes the task. The task takes
+batches (when ``batch_size`` spans are waiting, or ``max_delay_s`` after the first
+one arrived) and hands each to the exporter. When the exporter is unreachable, the
+batch goes back to the front of the queue and the task backs off; the queue stays
+bounded by dropping its oldest spans, and every drop is counted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from asynctrace import clock
 from asynctrace._ratelimit import internal_error_count, report_internal_error
 from asynctrace.export.protocol import ExportStats, SpanExporter
 from asynctrace.model import Span
@@ -24,6 +27,10 @@ from asynctrace.model import Span
 __all__ = ["ExportQueue"]
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# An idle task also looks at the queue this often (or every max_delay_s, if longer):
+# a span ended on another thread can slip past the moment the task went idle.
+_IDLE_RECHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -49,6 +56,12 @@ class _LoopState:
 
 class ExportQueue:
     """Holds finished spans until the background task exports them in batches.
+
+    ``spans`` and ``room`` are what a span's end reads (``context.EndedSpans``): below
+    ``room`` it appends itself to ``spans``. ``room`` is one less than a batch while
+    the task runs and is not idle, else 0, so that the append which fills a batch,
+    the first one after the task went idle, and every one while no task runs or
+    after shutdown go through ``append``.
 
     Args:
         exporter: where batches go.
@@ -83,16 +96,16 @@ class ExportQueue:
         self._backoff_max_s = backoff_max_s
         self._backoff_s = backoff_initial_s
         self._sleep = sleep
-        self._spans: deque[Span] = deque()
+        self.spans: deque[Span] = deque()
+        self.room = 0
         self._state: _LoopState | None = None
         self._is_closed = False
-        # append()'s fast path: spans it may add without dropping (0 once closed), and
-        # the queue length before an append that fills a batch.
-        self._room = max_queue
+        # append()'s bound (0 once closed) and the queue length before the append that
+        # fills a batch; room is that length while the task waits for a batch.
+        self._bound = max_queue
         self._wake_at = batch_size - 1
-        # Where spans go that end after shutdown(): the queue of the tracer that
-        # replaced this one. Without one they are dropped and counted.
-        self.successor: Callable[[Span], None] | None = None
+        self._batch_room = min(batch_size, max_queue) - 1
+        self._idle_recheck_s = max(max_delay_s, _IDLE_RECHECK_S)
         # False while no worker runs (before the first, after its loop ended): then
         # every append tries to start one, not only the empty -> non-empty transition.
         self._has_worker = False
@@ -104,27 +117,28 @@ class ExportQueue:
     # -- request path ------------------------------------------------------------------
 
     def append(self, span: Span) -> None:
-        """Queue a finished span. Any thread; O(1); never blocks, never raises."""
-        # Every sampled span's end runs this: the common case reads three attributes.
-        spans = self._spans
+        """Queue a finished span. Any thread; O(1); never blocks, never raises.
+
+        A span's end calls this when the queue has no ``room`` for a direct append.
+        """
+        spans = self.spans
         size = len(spans)
-        if size < self._room:
+        if size < self._bound:
             spans.append(span)
             # Wake the worker only on the transitions it waits for, not on every span.
-            if size == 0 or size == self._wake_at or not self._has_worker:
-                self._wake()
+            if (size == 0 or size == self._wake_at or not self._has_worker) and self._wake():
+                # Whoever wakes the task opens room (so no room opens for a task that
+                # went idle unwoken): up to the batch, or once the batch is full, up to
+                # the bound. The task's own pass narrows it to the batch again.
+                self.room = self._batch_room if size < self._wake_at else self._bound - 1
             return
-        self._append_over_room(span)
+        self._append_over_bound(span)
 
-    def _append_over_room(self, span: Span) -> None:
+    def _append_over_bound(self, span: Span) -> None:
         if self._is_closed:
-            successor = self.successor
-            if successor is not None:
-                successor(span)  # a span that started under a replaced tracer
-            else:
-                self._dropped += 1
+            self._dropped += 1
             return
-        spans = self._spans
+        spans = self.spans
         with contextlib.suppress(IndexError):  # the worker may have emptied it meanwhile
             spans.popleft()
             self._dropped += 1
@@ -133,21 +147,25 @@ class ExportQueue:
         if size == 1 or size == self._batch_size or not self._has_worker:
             self._wake()
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
+        """Wake the task, or start one on the running loop. True when a task will look."""
         try:
             state = self._state
             loop = asyncio.events._get_running_loop()
             if state is None or not state.is_alive:
-                if loop is not None and not self._is_closed:
-                    self._start(loop)
-                return
+                if loop is None or self._is_closed:
+                    return False
+                self._start(loop)
+                return True
             if loop is state.loop:
                 state.wake.set()
             else:
                 # A worker thread or another loop: hand the wake-up to the worker's loop.
                 state.loop.call_soon_threadsafe(state.wake.set)
+            return True
         except Exception as exc:
             report_internal_error("waking the export task failed", exc)
+            return False
 
     # -- worker ------------------------------------------------------------------------
 
@@ -170,31 +188,45 @@ class ExportQueue:
         state = self._state
         if state is None or state.task is task:
             self._has_worker = False
+            self.room = 0
 
     async def _run(self, state: _LoopState) -> None:
         try:
             while True:
                 state.wake.clear()
-                if not self._spans:
-                    await state.wake.wait()
+                if not self.spans:
+                    # Idle: the next span must go through append(), which wakes us.
+                    # room drops before the check, so a span ended on this thread
+                    # either is seen here or takes append().
+                    self.room = 0
+                    if not self.spans:
+                        await self._wait_idle(state)
                     continue
-                if len(self._spans) < self._batch_size:
+                if not self._is_closed:
+                    self.room = self._batch_room
+                if len(self.spans) < self._batch_size:
                     await self._wait_for_batch(state)
                 if not await self._export_available(state, full_batches_only=True):
                     await self._sleep(self._next_backoff())
         except asyncio.CancelledError:
-            if not self._is_closed and self._spans:
+            if not self._is_closed and self.spans:
                 # Cancelled by loop shutdown: push what is queued, within a grace period.
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     async with asyncio.timeout(1.0):
                         await self._export_available(state)
             raise
 
+    async def _wait_idle(self, state: _LoopState) -> None:
+        """Wait for a wake-up, looking again every ``_idle_recheck_s`` all the same."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._idle_recheck_s):
+                await state.wake.wait()
+
     async def _wait_for_batch(self, state: _LoopState) -> None:
         """Wait until a batch is full or the oldest queued span is ``max_delay_s`` old."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._max_delay_s):
-                while len(self._spans) < self._batch_size:
+                while len(self.spans) < self._batch_size:
                     state.wake.clear()
                     await state.wake.wait()
 
@@ -215,8 +247,8 @@ class ExportQueue:
         round trip and the per-batch commands.
         """
         is_first = True
-        while self._spans:
-            if full_batches_only and not is_first and len(self._spans) < self._batch_size:
+        while self.spans:
+            if full_batches_only and not is_first and len(self.spans) < self._batch_size:
                 return True
             is_first = False
             batch = self._take()
@@ -225,7 +257,7 @@ class ExportQueue:
         return True
 
     def _take(self) -> list[Span]:
-        spans = self._spans
+        spans = self.spans
         batch: list[Span] = []
         with contextlib.suppress(IndexError):
             for _ in range(min(len(spans), self._batch_size)):
@@ -236,6 +268,7 @@ class ExportQueue:
         if not batch:
             return True
         async with state.export_lock:
+            clock.resync()  # spans that start from now on follow a step of the wall clock
             try:
                 await self.exporter.export(batch)
             except (ConnectionError, TimeoutError) as exc:
@@ -260,7 +293,7 @@ class ExportQueue:
         self._last_error = f"{type(exc).__name__}: {exc}"[:500]
 
     def _requeue(self, batch: list[Span]) -> None:
-        spans = self._spans
+        spans = self.spans
         spans.extendleft(reversed(batch))
         overflow = len(spans) - self._max_queue
         with contextlib.suppress(IndexError):
@@ -280,7 +313,7 @@ class ExportQueue:
         passed; the spans stay queued for the background task.
         """
         if self._is_closed:
-            return not self._spans  # shut down: nothing is queued, no worker to start
+            return not self.spans  # shut down: nothing is queued, no worker to start
         loop = asyncio.get_running_loop()
         state = self._state
         if state is not None and state.is_alive and state.loop is not loop:
@@ -304,7 +337,7 @@ class ExportQueue:
                         return False
                     async with state.export_lock:  # let a batch the worker holds land
                         pass
-                    if not self._spans:
+                    if not self.spans:
                         return True
         except TimeoutError:
             return False
@@ -315,8 +348,7 @@ class ExportQueue:
         What could not be written is counted as dropped. True when nothing was lost.
         """
         flushed = await self.flush(timeout_s)
-        self._is_closed = True
-        self._room = 0
+        self._close()
         state, self._state = self._state, None
         if state is not None and state.task is not None and not state.task.done():
             if state.loop is asyncio.get_running_loop():
@@ -325,8 +357,8 @@ class ExportQueue:
             elif not state.loop.is_closed():
                 # The worker runs on another thread's loop: cancel it there.
                 state.loop.call_soon_threadsafe(state.task.cancel)
-        lost = len(self._spans)
-        self._spans.clear()
+        lost = len(self.spans)
+        self.spans.clear()
         self._dropped += lost
         try:
             async with asyncio.timeout(timeout_s):
@@ -336,20 +368,28 @@ class ExportQueue:
         return flushed and lost == 0
 
     def hand_over(self, successor: Callable[[Span], None]) -> None:
-        """Close without a loop: pass queued and later spans to ``successor``."""
-        self.successor = successor
-        self._is_closed = True
-        self._room = 0
-        spans = self._spans
+        """Close without a loop: pass the queued spans to ``successor``."""
+        self._close()
+        spans = self.spans
         while spans:
             successor(spans.popleft())
 
+    def _close(self) -> None:
+        # After this every span's end goes through append(), which drops and counts.
+        self.room = 0
+        self._bound = 0
+        self._is_closed = True
+
     def stats(self) -> ExportStats:
         """Health of the export path. Never blocks."""
+        queued = len(self.spans)
+        # A span that checked room just before shutdown can land in the closed queue
+        # afterwards: it will not be exported, so it counts as dropped.
+        late = queued if self._is_closed else 0
         return ExportStats(
-            queued=len(self._spans),
+            queued=queued - late,
             exported=self._exported,
-            dropped=self._dropped,
+            dropped=self._dropped + late,
             failed_batches=self._failed_batches,
             last_error=self._last_error,
             internal_errors=internal_error_count(),
