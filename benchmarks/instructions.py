@@ -7,8 +7,9 @@ with a short and a long loop (same set-up, ``PYTHONHASHSEED=0``), and the differ
 is divided by the extra iterations, so start-up and set-up cancel out. Needs
 ``valgrind`` (Debian's package); about half a minute per count.
 
-- ``span``: ``with span("child")`` inside a parent, against the floor span of
-  ``span_cost.py`` (no-op exporter, a queue large enough never to drop or wake).
+- ``span``: ``async with span("child")`` inside a parent, against the floor span of
+  ``span_cost.py``, in a running loop whose export task waits for a batch (no-op
+  exporter, a queue large enough never to drop or fill a batch).
 - ``middleware``: one request through ``Application._handle`` as in
   ``middleware_cost.py``: bare, empty middleware, the naive in-memory middleware,
   asynctrace for a new trace, with a ``traceparent``, and with a ``traceparent`` and
@@ -39,19 +40,29 @@ def _span_case(variant: str, iterations: int) -> None:
     import asynctrace
     from benchmarks.span_cost import _NoOpExporter, floor_span
 
-    asynctrace.configure(
-        service="bench", exporter=_NoOpExporter(), max_queue=10**7, batch_size=10**7
-    )
-    if variant == "floor":
-        with floor_span():
-            for _ in range(iterations):
-                with floor_span():
-                    pass
-    else:
-        with asynctrace.span("parent"):
-            for _ in range(iterations):
-                with asynctrace.span("child"):
-                    pass
+    async def run() -> None:
+        # As in span_cost.py: inside a loop whose export task runs (a batch no run
+        # fills, a delay no run reaches), so spans take the request path's hand-off.
+        tracer = asynctrace.configure(
+            service="bench",
+            exporter=_NoOpExporter(),
+            max_queue=10**7,
+            batch_size=10**7,
+            max_delay_s=600,
+        )
+        await tracer.flush()
+        if variant == "floor":
+            async with floor_span():
+                for _ in range(iterations):
+                    async with floor_span():
+                        pass
+        else:
+            async with asynctrace.span("parent"):
+                for _ in range(iterations):
+                    async with asynctrace.span("child"):
+                        pass
+
+    asyncio.run(run())
 
 
 _MIDDLEWARE_HEADERS = {
