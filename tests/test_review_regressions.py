@@ -69,6 +69,29 @@ def test_pooled_trace_ids_are_valid_and_distinct_across_refills() -> None:
     assert len(set(drawn)) == len(drawn)
 
 
+@pytest.mark.parametrize(("pool", "digits"), [("_span_pool", 16), ("_trace_pool", 32)])
+def test_a_refill_never_hands_out_an_all_zero_id(
+    monkeypatch: pytest.MonkeyPatch, pool: str, digits: int
+) -> None:
+    # Random bytes with an all-zero id where an id starts, and zeros straddling two
+    # ids (not a zero id: both must stay).
+    width = digits // 2
+    raw = bytes([1]) * width + bytes(width) + bytes([2]) * (width - 3) + bytes(6)
+    raw += bytes([3]) * (width - 3)
+    monkeypatch.setattr(ids.os, "urandom", lambda size: raw)
+    drawn: list[str] = getattr(ids, pool)
+    drawn.clear()
+    try:
+        ids._refill(drawn, digits, "0" * digits)
+        assert drawn == [
+            "01" * width,
+            "02" * (width - 3) + "000000",
+            "000000" + "03" * (width - 3),
+        ]
+    finally:
+        drawn.clear()
+
+
 async def test_entering_the_same_span_twice_does_not_leave_it_current(
     exporter: InMemoryExporter,
 ) -> None:
