@@ -54,7 +54,8 @@ _TRACEPARENT_LENGTH = 55
 # W3C §3.2.4: future versions may be longer, but "only disallow prohibitively large
 # headers". Anything past this is not worth stripping or scanning.
 _MAX_TRACEPARENT_LENGTH = 512
-_TRACEPARENT_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+# Deleting these from a version-format traceparent's bytes must leave its three dashes.
+_LOWER_HEX_BYTES = b"0123456789abcdef"
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 # The sampled flag is bit 0 of trace-flags (W3C §3.2.2.5.1): it is set exactly when
@@ -213,7 +214,8 @@ def extract(headers: Mapping[str, str]) -> SpanContext | None:
             # §3.3: tracestate is parsed only once traceparent is valid, and a bad
             # tracestate never invalidates the traceparent.
             trace_id, span_id, is_sampled = traceparent
-            tracestate = _tracestate_of(lines(TRACESTATE_HEADER, ()))
+            states = lines(TRACESTATE_HEADER, ())
+            tracestate = _tracestate_of(states) if states else ""
             return _new_context(SpanContext, (trace_id, span_id, is_sampled, tracestate))
         seed_trace_id = _hex_id(_single(lines(_LOWER_TRACE_ID_HEADER, ())), 32)
         if seed_trace_id is None:
@@ -312,7 +314,7 @@ def _outgoing_tracestate(value: object) -> str:
 def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
     """(trace_id, parent_id, is_sampled) of a valid traceparent, else None."""
     if type(value) is str and len(value) == _TRACEPARENT_LENGTH and value[:3] == "00-":
-        # The common case, version 00 with nothing around it: only the match below.
+        # The common case, version 00 with nothing around it: only the check below.
         text = value
     else:
         if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_LENGTH:
@@ -334,15 +336,23 @@ def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
             or (size > _TRACEPARENT_LENGTH and text[_TRACEPARENT_LENGTH] != "-")
         ):
             return None
+        text = text[:_TRACEPARENT_LENGTH]  # a higher version's extra fields are not read
     # §3.2.2: version, trace-id, parent-id and flags are lowercase hex (HEXDIGLC) of
-    # 2, 32, 16 and 2 digits, dash-separated. One anchored match checks all of it in
-    # C, faster than per-field charset checks.
-    if _TRACEPARENT_FIELDS.match(text) is None:
+    # 2, 32, 16 and 2 digits, dash-separated: with the dashes in their places, the
+    # ASCII bytes less every lowercase hex digit are the three dashes. (Two C calls;
+    # a regular expression takes twice as long.)
+    if not (
+        text[2] == "-"
+        and text[35] == "-"
+        and text[52] == "-"
+        and text.isascii()
+        and text.encode().translate(None, _LOWER_HEX_BYTES) == b"---"
+    ):
         return None
     trace_id = text[3:35]
     span_id = text[36:52]
     # §3.2.2.3/§3.2.2.4: all-zero ids are invalid and the header MUST be ignored.
-    # With the match above this is exactly ids.is_valid_trace_id/is_valid_span_id.
+    # With the check above this is exactly ids.is_valid_trace_id/is_valid_span_id.
     if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
         return None
     return trace_id, span_id, text[54] in _ODD_HEX_DIGITS

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -940,3 +940,41 @@ def test_a_tracestate_too_long_to_propagate_is_not_cached() -> None:
 
 def test_caller_service_of_a_non_string_is_none() -> None:
     assert caller_service(["asynctrace=web"]) is None  # type: ignore[arg-type]  # on purpose
+
+
+# The grammar of W3C §3.2.2, as a regular expression: the reference the fast check in
+# _traceparent_fields must agree with on every string.
+_VERSION_FORMAT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+_hex = "0123456789abcdef"
+
+
+@st.composite
+def near_traceparents(draw: st.DrawFn) -> str:
+    """A version-format traceparent, then up to two characters changed to anything
+    (two, so that a dash can move)."""
+    fields = [draw(st.text(alphabet=_hex, min_size=size, max_size=size)) for size in (2, 32, 16, 2)]
+    value = "-".join(fields)
+    for _ in range(draw(st.integers(0, 2))):
+        where = draw(st.integers(0, 54))
+        odd = draw(st.sampled_from("ABCDEFg-_ \u00e9\u0660\u00ff0a"))
+        value = value[:where] + odd + value[where + 1 :]
+    return value
+
+
+@given(near_traceparents())
+@example("00-" + "a" * 31 + "-a" + "b" * 16 + "-01")  # the second dash moved left
+@example("00-" + "a" * 32 + "-" + "b" * 15 + "-b01")  # the third dash moved left
+@example("0-0" + "a" * 32 + "-" + "b" * 16 + "-01")  # the first dash moved left
+def test_traceparent_check_agrees_with_the_w3c_grammar(value: str) -> None:
+    fields = propagation._traceparent_fields(value)
+    by_grammar = (
+        _VERSION_FORMAT.fullmatch(value) is not None
+        and value[:2] != "ff"
+        and value[3:35] != "0" * 32
+        and value[36:52] != "0" * 16
+    )
+    assert (fields is not None) == by_grammar
+    if fields is not None:
+        assert fields == (value[3:35], value[36:52], int(value[53:55], 16) & 1 == 1)
