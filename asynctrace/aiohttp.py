@@ -188,6 +188,7 @@ class _ServerTracing:
     def _make_middleware(self) -> Middleware:
         start = self.start
         finish = self.finish
+        error_status = self.error_status
 
         @web.middleware
         async def asynctrace_middleware(
@@ -209,6 +210,24 @@ class _ServerTracing:
             except BaseException as exc:
                 _fail(server, exc)
                 raise
+            # finish(server, response) inline for its common case, a response under the
+            # error status whose span has room for the status tag: a call per request.
+            try:
+                status = response.status
+                tags = server._tags
+                limits = server.limits
+                if (
+                    status < error_status
+                    and tags is not None
+                    and len(tags) < limits.max_tags
+                    and limits.max_string_length >= _LONGEST_TAG_KEY
+                ):
+                    response.headers[_TRACE_ID] = server.trace_id
+                    tags["http.status"] = _STATUS_TEXT.get(status) or str(status)
+                    server.__exit__(None, None, None)
+                    return response
+            except Exception:  # finish() below records the status or reports the failure
+                pass
             finish(server, response)
             return response
 

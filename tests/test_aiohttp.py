@@ -207,6 +207,21 @@ async def test_tiny_span_limits_are_respected_and_drops_counted(
     assert _ratelimit.internal_error_count() == 0
 
 
+async def test_tag_keys_longer_than_the_string_limit_are_clipped_on_the_status_too(
+    exporter: InMemoryExporter, aiohttp_client: AiohttpClient
+) -> None:
+    asynctrace.configure(exporter=exporter, limits=Limits(max_string_length=8))
+    try:
+        client = await aiohttp_client(app_with({"/a": ok}))
+        assert (await client.get("/a")).status == 200
+        span = await only_span(exporter)
+    finally:
+        await asynctrace.shutdown()
+        reset_tracer()
+    assert "http.status" not in span.tags
+    assert span.tags["http.sta…[truncated]"] == "200"
+
+
 async def test_a_route_template_longer_than_the_string_limit_is_clipped(
     exporter: InMemoryExporter, aiohttp_client: AiohttpClient
 ) -> None:
