@@ -7,25 +7,13 @@ from collections.abc import Sequence
 
 from asynctrace.export import ExportQueue
 from asynctrace.model import Span
+from tests.export.batch_recorder import Recorder
 
 
 def span(number: int) -> Span:
     return Span(
         "4bf92f3577b34da6a3ce929d0e0e4736", f"{number + 1:016x}", None, "svc", f"op{number}"
     )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.wrote = asyncio.Event()
-
-    async def export(self, spans: Sequence[Span]) -> None:
-        self.batches.append([s.operation for s in spans])
-        self.wrote.set()
-
-    async def shutdown(self) -> None:
-        pass
 
 
 async def test_spans_ended_after_shutdown_are_dropped_and_counted() -> None:

@@ -18,25 +18,7 @@ from asynctrace.export import ExportQueue
 from asynctrace.export import queue as queue_module
 from asynctrace.model import Span
 from asynctrace.tracer import Tracer, reset_tracer
-
-
-class Recorder:
-    """Records each exported batch's operations and signals every write."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.wrote = asyncio.Event()
-
-    async def export(self, spans: Sequence[Span]) -> None:
-        self.batches.append([s.operation for s in spans])
-        self.wrote.set()
-
-    async def shutdown(self) -> None:
-        pass
-
-    @property
-    def operations(self) -> list[str]:
-        return [operation for batch in self.batches for operation in batch]
+from tests.export.batch_recorder import Recorder
 
 
 def queue_of(tracer: Tracer) -> ExportQueue:
