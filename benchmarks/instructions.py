@@ -4,7 +4,10 @@ per operation, counted by valgrind's callgrind.
 Timings on a shared host swing with whatever else runs there; an instruction count
 is the same on every run. Each case runs twice in a child process under callgrind,
 with a short and a long loop (same set-up, ``PYTHONHASHSEED=0``), and the difference
-is divided by the extra iterations, so start-up and set-up cancel out. Needs
+is divided by the extra iterations, so start-up and set-up cancel out. The garbage
+collector is paused for the counted loop: where its full collections fall shifts
+with everything else on the heap, and one of them is worth thousands of
+instructions per iteration, which would blur every comparison. Needs
 ``valgrind`` (Debian's package); about half a minute per count.
 
 - ``span``: ``async with span("child")`` inside a parent, against the floor span of
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -51,6 +55,7 @@ def _span_case(variant: str, iterations: int) -> None:
             max_delay_s=600,
         )
         await tracer.flush()
+        gc.disable()
         if variant == "floor":
             async with floor_span():
                 for _ in range(iterations):
@@ -91,6 +96,7 @@ def _middleware_case(variant: str, iterations: int) -> None:
         for request in requests[:SHORT]:  # warm-up, the same in both runs
             await app._handle(request)
         await tracer.flush()
+        gc.disable()
         for request in requests[SHORT:]:
             await app._handle(request)
 
@@ -106,6 +112,7 @@ def _export_case(variant: str, iterations: int) -> None:
     spans = finished_spans(256, spans_per_trace=int(variant))
     exporter = redis_exporter.RedisExporter("redis://127.0.0.1:1")  # never connects
     remaining = iterations
+    gc.disable()
     while remaining > 0:
         batch = spans[: min(remaining, len(spans))]
         packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
