@@ -280,6 +280,24 @@ class Span:
         if self._ended:
             return
         try:
+            if self._tags is None:
+                # A new span's tags (span(..., tags=...)) that are strings within the
+                # limits need no conversion, clipping or counting: one copy, not a
+                # call per tag.
+                limits = self.limits
+                longest = limits.max_string_length
+                if len(tags) <= limits.max_tags:
+                    for key, value in tags.items():
+                        if not (
+                            type(key) is str
+                            and type(value) is str
+                            and len(key) <= longest
+                            and len(value) <= longest
+                        ):
+                            break
+                    else:
+                        self._tags = dict(tags)  # type: ignore[arg-type]  # checked: all str
+                        return
             for key, value in tags.items():
                 self._set_tag(key, value)
         except Exception as exc:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from asynctrace import ids
 from asynctrace.model import (
@@ -239,3 +241,37 @@ def test_index_entry_round_trips() -> None:
 
 def test_utc_day() -> None:
     assert utc_day(1764236400123.456) == "2025-11-27"
+
+
+tag_texts = st.text(st.characters(codec="utf-8"), max_size=8)
+
+
+@given(
+    st.one_of(
+        st.dictionaries(tag_texts, tag_texts, max_size=6),  # plain: the one-copy path
+        st.dictionaries(
+            st.one_of(tag_texts, st.integers(0, 9)),
+            st.one_of(tag_texts, st.integers(), st.booleans(), st.none()),
+            max_size=6,
+        ),
+    ),
+    st.integers(1, 7),
+    st.integers(1, 9),
+)
+@example({"a": "long value"}, 7, 3)  # a value to clip
+@example({"long key": "a"}, 7, 3)  # a key to clip
+@example({"k1": "a", "k2": "b", "k3": "c"}, 2, 9)  # one tag too many: counted
+@example({"n": 1, "b": True}, 7, 9)  # values to convert
+def test_set_tags_on_a_new_span_is_set_tag_one_by_one(
+    tags: dict[object, object], max_tags: int, max_string_length: int
+) -> None:
+    # set_tags copies a new span's plain tags at once: the result must be what
+    # set_tag gives tag by tag, whatever needs converting, clipping or counting.
+    limits = Limits(max_tags=max_tags, max_string_length=max_string_length)
+    at_once = Span(TRACE, "00f067aa0ba902b7", None, "svc", "op", limits=limits)
+    one_by_one = Span(TRACE, "00f067aa0ba902b7", None, "svc", "op", limits=limits)
+    at_once.set_tags(tags)  # type: ignore[arg-type]  # keys that are not str too
+    for key, value in tags.items():
+        one_by_one.set_tag(key, value)  # type: ignore[arg-type]
+    assert at_once.tags == one_by_one.tags
+    assert list(at_once.tags) == list(one_by_one.tags)
