@@ -210,8 +210,8 @@ class _ServerTracing:
             except BaseException as exc:
                 _fail(server, exc)
                 raise
-            # finish(server, response) inline for its common case, a response under the
-            # error status whose span has room for the status tag: a call per request.
+            # finish(server, response), inline for its common case (a response under the
+            # error status, and room for the status tag): it saves a call per request.
             try:
                 status = response.status
                 tags = server._tags

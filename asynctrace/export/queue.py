@@ -59,9 +59,10 @@ class ExportQueue:
 
     ``spans`` and ``room`` are what a span's end reads (``context.EndedSpans``): below
     ``room`` it appends itself to ``spans``. ``room`` is one less than a batch while
-    the task runs and is not idle, else 0, so that the append which fills a batch,
-    the first one after the task went idle, and every one while no task runs or
-    after shutdown go through ``append``.
+    the task runs and is not idle (the bound, less one, once a full batch has woken
+    it), else 0, so that the append which fills a batch, the first one after the task
+    went idle, and every one while no task runs or after shutdown go through
+    ``append``.
 
     Args:
         exporter: where batches go.
