@@ -316,7 +316,8 @@ def span(
         new._ended = False
         new._token = None
         new.duration = 0.0
-        # One clock read: the wall-clock start is the monotonic one plus clock's offset.
+        # One clock read: the wall-clock start is the monotonic one plus clock's offset
+        # (clock.wall_ms, inline: a call here is a few percent of a span).
         new._start_perf = start = _perf_counter()
         new.start_time = start * 1000.0 + _clock.offset_ms
         if tags:
