@@ -36,6 +36,7 @@ __all__ = [
     "encode_index_entry",
     "encode_indexed_span",
     "encode_span",
+    "round_ms",
     "spans_of",
     "utc_day",
 ]
@@ -371,13 +372,13 @@ class Span:
             "service": self.service,
             "operation": self.operation,
             "kind": self.kind,
-            "startTime": round(self.start_time, 3),
-            "endTime": round(self.end_time, 3),
-            "duration": round(self.duration, 3),
+            "startTime": round_ms(self.start_time),
+            "endTime": round_ms(self.end_time),
+            "duration": round_ms(self.duration),
             "status": self.status,
             "tags": self._tags if self._tags is not None else {},
             "logs": [
-                {"timestamp": round(log.timestamp, 3), "message": log.message, "level": log.level}
+                {"timestamp": round_ms(log.timestamp), "message": log.message, "level": log.level}
                 for log in self._logs or ()
             ],
         }
@@ -541,24 +542,35 @@ _json_object = (
     else None
 )
 
-# Below 2**42 (year 2109 in epoch ms) neighbouring floats are less than 0.001 apart,
-# so a number with at most three decimals names exactly one float, and
-# repr(round(x, 3)) is f"{x:.3f}" without its trailing zeros (three times cheaper).
-# Both round with the same correctly rounded conversion (dtoa mode 3).
+# Span JSON writes times rounded to the microsecond. Below 2**42 (year 2109 in epoch
+# ms) ``value * 1000`` is below 2**52, so rounding it gives an exact integer count of
+# microseconds, and neighbouring floats are less than 0.001 apart: a number with at
+# most three decimals names exactly one float, whose repr is those digits. Writing
+# the count's integer part and its decimals from a table is a third of the
+# instructions of formatting the float to three places (dtoa's big-number division).
 _FAST_MS_LIMIT = 2.0**42
+# The decimals of 0..999 microseconds as repr writes them: no trailing zeros ("5" for
+# 500, "0" for 0).
+_DECIMALS = tuple(f"{micros:03d}".rstrip("0") or "0" for micros in range(1000))
+
+
+def round_ms(value: float) -> float:
+    """``value`` (milliseconds) rounded to the microsecond, as span JSON writes it.
+
+    ``round(value * 1000) / 1000`` for a float in [0, 2**42), which differs from
+    ``round(value, 3)`` only on a tie in the last place; ``round(value, 3)`` otherwise.
+    """
+    if type(value) is float and 0.0 <= value < _FAST_MS_LIMIT:
+        return round(value * 1000.0) / 1000.0
+    return round(value, 3)
 
 
 def _ms_json(value: float) -> str:
-    """``json.dumps(round(value, 3))`` for a plain float in [0, 2**42), else raise."""
+    """``json.dumps(round_ms(value))`` for a plain float in [0, 2**42), else raise."""
     if type(value) is not float or not 0.0 <= value < _FAST_MS_LIMIT:
         raise ValueError("not a plain float in range")
-    text = f"{value:.3f}"
-    return text if text[-1] != "0" else _trim_zeros(text)
-
-
-def _trim_zeros(text: str) -> str:
-    text = text.rstrip("0")
-    return text + "0" if text[-1] == "." else text
+    micros = round(value * 1000.0)
+    return f"{micros // 1000}.{_DECIMALS[micros % 1000]}"
 
 
 def _encode_span_fast(span: Span) -> str | None:
@@ -601,22 +613,20 @@ def _times_json(span: Span) -> tuple[str, str, str] | None:
         and 0.0 <= duration < _FAST_MS_LIMIT
     ):
         return None
-    start_text = f"{start:.3f}"
-    if start_text[-1] == "0":
-        start_text = _trim_zeros(start_text)
-    end_text = f"{end:.3f}"
-    if end_text[-1] == "0":
-        end_text = _trim_zeros(end_text)
-    duration_text = f"{duration:.3f}"
-    if duration_text[-1] == "0":
-        duration_text = _trim_zeros(duration_text)
+    decimals = _DECIMALS
+    micros = round(start * 1000.0)
+    start_text = f"{micros // 1000}.{decimals[micros % 1000]}"
+    micros = round(end * 1000.0)
+    end_text = f"{micros // 1000}.{decimals[micros % 1000]}"
+    micros = round(duration * 1000.0)
+    duration_text = f"{micros // 1000}.{decimals[micros % 1000]}"
     return start_text, end_text, duration_text
 
 
 def encode_indexed_span(span: Span) -> tuple[str, str, str]:
     """``(encode_span(span), score, encode_index_entry(span))`` for a span the trace
     index takes, where ``score`` is its start time as text naming the double
-    ``round(start_time, 3)``.
+    ``round_ms(start_time)``.
 
     The exporter's path for local roots and error spans: both JSON documents hold the
     same ids, names and times, which are encoded once here (a time's text costs as
@@ -628,7 +638,7 @@ def encode_indexed_span(span: Span) -> tuple[str, str, str]:
         texts = None  # an unusual value: the reference paths encode it, or raise
     if texts is not None:
         return texts
-    return encode_span(span), f"{span.start_time:.3f}", encode_index_entry(span)
+    return encode_span(span), repr(round_ms(span.start_time)), encode_index_entry(span)
 
 
 # string(_index_error(span)) of a span whose status is not "error".
@@ -785,8 +795,8 @@ class IndexEntry:
                 self.service,
                 self.operation,
                 self.status,
-                round(self.duration, 3),
-                round(self.start_time, 3),
+                round_ms(self.duration),
+                round_ms(self.start_time),
                 int(self.is_root),
                 self.error,
             ],
