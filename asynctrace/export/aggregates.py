@@ -25,26 +25,37 @@ __all__ = ["PEER_SERVICE_TAG", "aggregate_commands", "is_aggregated"]
 _HOUR_MS = 3_600_000
 
 
-def _fields_of(spans: list[Span]) -> tuple[list[str], float]:
-    """HINCRBY commands' field/amount pairs (flattened) for ``spans``, and their
-    largest duration (0.0 when none is above it)."""
-    errors = 0
-    max_ms = 0.0
-    buckets: dict[int, int] = {}
-    for span in spans:
+class _Tally:
+    """What one key's HINCRBY fields count for a batch: spans, errors, buckets, and
+    the largest duration (0.0 when none is above it)."""
+
+    __slots__ = ("buckets", "count", "errors", "max_ms")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.max_ms = 0.0
+        self.buckets: dict[int, int] = {}
+
+    def add(self, span: Span) -> None:
+        """Count ``span``."""
+        self.count += 1
         if span.status == "error":
-            errors += 1
+            self.errors += 1
         duration = span.duration
-        if duration > max_ms:
-            max_ms = duration
+        if duration > self.max_ms:
+            self.max_ms = duration
         index = bucket_of(duration)
-        buckets[index] = buckets.get(index, 0) + 1
-    pairs = ["n", str(len(spans))]
-    if errors:
-        pairs += ["e", str(errors)]
-    for index, count in buckets.items():
-        pairs += [f"b{index}", str(count)]
-    return pairs, max_ms
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+
+    def fields(self) -> list[str]:
+        """HINCRBY field/amount pairs, flattened."""
+        pairs = ["n", str(self.count)]
+        if self.errors:
+            pairs += ["e", str(self.errors)]
+        for index, count in self.buckets.items():
+            pairs += [f"b{index}", str(count)]
+        return pairs
 
 
 # The hour and pair texts of a batch's keys are nearly always those of the batches
@@ -78,9 +89,9 @@ def aggregate_commands(
     spans: Iterable[Span], *, prefix: str = keys.DEFAULT_PREFIX, ttl_s: int = keys.AGGREGATE_TTL_S
 ) -> list[tuple[str, ...]]:
     """The commands (all arguments strings) that count ``spans`` into the aggregates."""
-    # Grouped by plain tuples first: the JSON pair member is made once per group.
-    operations: dict[tuple[int, str, str], list[Span]] = {}
-    edges: dict[tuple[int, str, str], list[Span]] = {}
+    # Counted by plain tuples first: the JSON pair member is made once per group.
+    operations: dict[tuple[int, str, str], _Tally] = {}
+    edges: dict[tuple[int, str, str], _Tally] = {}
     # The hour of the span before, as epoch ms [lower, upper): most of a batch's spans
     # start in the same hour, and two comparisons cost less than computing it.
     hour_number = 0
@@ -95,20 +106,19 @@ def aggregate_commands(
             lower = hour_number * _HOUR_MS
             upper = lower + _HOUR_MS
         group = (hour_number, span.service, span.operation)
-        members = operations.get(group)
-        if members is None:
-            operations[group] = [span]
-        else:
-            members.append(span)
-        if is_server:
+        tally = operations.get(group)
+        if tally is None:
+            tally = operations[group] = _Tally()
+        tally.add(span)
+        # caller_of(span), inline for its common case: no peer tag and no tracestate.
+        if is_server and (span.tracestate or (span._tags and PEER_SERVICE_TAG in span._tags)):
             caller = caller_of(span)
             if caller is not None:
                 edge = (hour_number, caller, span.service)
-                members = edges.get(edge)
-                if members is None:
-                    edges[edge] = [span]
-                else:
-                    members.append(span)
+                tally = edges.get(edge)
+                if tally is None:
+                    tally = edges[edge] = _Tally()
+                tally.add(span)
     if not operations:
         return []
     hour_names: dict[int, str] = {}
@@ -120,21 +130,20 @@ def aggregate_commands(
     commands: list[tuple[str, ...]] = []
     members_of: dict[str, list[str]] = {}
     maxima: dict[str, list[str]] = {}
-    for (hour_number, service, operation), grouped in operations.items():
+    for (hour_number, service, operation), tally in operations.items():
         hour = hour_names[hour_number]
         pair = _pair_member(service, operation)
         key = keys.aggregate_key(hour, pair, prefix=prefix)
-        fields, max_ms = _fields_of(grouped)
-        commands += _increments(key, fields)
+        commands += _increments(key, tally.fields())
         commands.append(("EXPIREAT", key, expire_at[hour]))
         members_of.setdefault(hour, []).append(pair)
-        maxima.setdefault(hour, []).extend((repr(max_ms), pair))
+        maxima.setdefault(hour, []).extend((repr(tally.max_ms), pair))
     edge_members: dict[str, list[str]] = {}
-    for (hour_number, caller, callee), grouped in edges.items():
+    for (hour_number, caller, callee), tally in edges.items():
         hour = hour_names[hour_number]
         pair = _pair_member(caller, callee)
         key = keys.edge_key(hour, pair, prefix=prefix)
-        commands += _increments(key, _fields_of(grouped)[0])
+        commands += _increments(key, tally.fields())
         commands.append(("EXPIREAT", key, expire_at[hour]))
         edge_members.setdefault(hour, []).append(pair)
     for hour, pairs in members_of.items():
