@@ -66,7 +66,7 @@ _MAX_CACHED_ROUTES = 1024
 # net.peer.ip, http.status, plus error and error.type from a failure.
 _SERVER_TAG_COUNT = 8
 # Our longest tag key; keys are clipped like values, so the limit must fit it too.
-_LONGEST_TAG_KEY = len("http.status")
+_LONGEST_TAG_KEY = len(PEER_SERVICE_TAG)
 
 _STATUS_TEXT = {status: str(status) for status in range(100, 600)}
 
@@ -299,7 +299,17 @@ class _ServerTracing:
             # map's edge, and kept with the span for imports and readers.
             caller = caller_service(parent.tracestate)
             if caller is not None:
-                server.set_tag(PEER_SERVICE_TAG, caller)
+                # As above: with room and nothing to clip, no set_tag() call.
+                written = server._tags
+                if (
+                    written is not None
+                    and len(written) < limits.max_tags
+                    and longest >= _LONGEST_TAG_KEY
+                    and len(caller) <= longest
+                ):
+                    written[PEER_SERVICE_TAG] = caller
+                else:
+                    server.set_tag(PEER_SERVICE_TAG, caller)
         if self.stores:
             request[_TRACE_ID_KEY] = server.trace_id
         server.__enter__()

@@ -54,8 +54,14 @@ _TRACEPARENT_LENGTH = 55
 # W3C §3.2.4: future versions may be longer, but "only disallow prohibitively large
 # headers". Anything past this is not worth stripping or scanning.
 _MAX_TRACEPARENT_LENGTH = 512
-# Deleting these from a version-format traceparent's bytes must leave its three dashes.
-_LOWER_HEX_BYTES = b"0123456789abcdef"
+# A translation table that maps each lowercase hex digit (HEXDIGLC) to "0", keeps "-"
+# and maps every other byte to "x": a version-format traceparent's bytes, translated,
+# read exactly as _TRACEPARENT_SHAPE (its dashes in their places, hex digits elsewhere).
+_TO_TRACEPARENT_SHAPE = bytes(
+    ord("0") if chr(byte) in "0123456789abcdef" else byte if chr(byte) == "-" else ord("x")
+    for byte in range(256)
+)
+_TRACEPARENT_SHAPE = b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00"
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 # The sampled flag is bit 0 of trace-flags (W3C §3.2.2.5.1): it is set exactly when
@@ -338,16 +344,11 @@ def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
             return None
         text = text[:_TRACEPARENT_LENGTH]  # a higher version's extra fields are not read
     # §3.2.2: version, trace-id, parent-id and flags are lowercase hex (HEXDIGLC) of
-    # 2, 32, 16 and 2 digits, dash-separated: with the dashes in their places, the
-    # ASCII bytes less every lowercase hex digit are the three dashes. (Two C calls;
-    # a regular expression takes twice as long.)
-    if not (
-        text[2] == "-"
-        and text[35] == "-"
-        and text[52] == "-"
-        and text.isascii()
-        and text.encode().translate(None, _LOWER_HEX_BYTES) == b"---"
-    ):
+    # 2, 32, 16 and 2 digits, dash-separated. One translate through a table checks
+    # every position at once (a regular expression takes twice as long, and a
+    # translate that deletes builds its 256-byte table on every call).
+    shape = text.encode().translate(_TO_TRACEPARENT_SHAPE) if text.isascii() else None
+    if shape != _TRACEPARENT_SHAPE:
         return None
     trace_id = text[3:35]
     span_id = text[36:52]

@@ -634,6 +634,29 @@ async def test_only_a_valid_caller_name_becomes_peer_service_and_an_edge(
     assert bool(edges) == (caller is not None)
 
 
+async def test_a_caller_name_longer_than_the_string_limit_is_clipped_like_any_tag(
+    exporter: InMemoryExporter, aiohttp_client: AiohttpClient
+) -> None:
+    # Every other tag fits in 16 characters; only the caller's name does not.
+    asynctrace.configure(exporter=exporter, limits=Limits(max_string_length=16))
+    try:
+        client = await aiohttp_client(app_with())
+        response = await client.get(
+            "/",
+            headers={
+                "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01",
+                "tracestate": "asynctrace=checkout-frontend",
+            },
+        )
+        assert response.status == 200
+        span = await only_span(exporter)
+    finally:
+        await asynctrace.shutdown()
+        reset_tracer()
+    assert span.tags["peer.service"] == "checkout-fronten…[truncated]"
+    assert span.tags["asynctrace.truncated"] == "true"
+
+
 async def test_unsampled_traceparent_is_not_exported_but_trace_id_is_returned(
     tracer: Tracer, exporter: InMemoryExporter, aiohttp_client: AiohttpClient
 ) -> None:
