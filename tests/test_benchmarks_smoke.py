@@ -77,6 +77,10 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
             assert set(target) == {"text", "measured", "met"}
             assert target["met"] in (True, False, None)
             assert f"] {target['text']}: " in stdout
+    # The export scenario measures its own ceiling: the commands made with no socket.
+    export = json.loads((tmp_path / "export.json").read_text())["scenarios"]["export"]
+    assert export["data"]["commands_only_spans_per_s"]["median"] > 0
+    assert any("commands alone" in note for note in export["notes"])
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_names() -> None:
