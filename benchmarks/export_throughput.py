@@ -44,6 +44,7 @@ BATCH = 256
 PACKED = "asynctrace (packed RESP)"
 PIPELINE = "redis-py Pipeline"
 COMMANDS_ONLY = "asynctrace, commands only"
+TRANSPORT_ONLY = "asynctrace, transport only"
 # The issue's figure for redis-py's pipeline on its machine, against which its 250k
 # spans/s target was set.
 ISSUE_PIPELINE_RATE = 60_000
@@ -73,15 +74,36 @@ async def _export_all(exporter: RedisExporter, spans: Sequence[Span]) -> tuple[f
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _made_batches(exporter: RedisExporter, spans: Sequence[Span]) -> list[tuple[bytes, int]]:
+    """Each batch's packed commands as the exporter makes them: (bytes, command count)."""
+    made = []
+    for start in range(0, len(spans), BATCH):
+        packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
+        parts = [packed.take() for _ in exporter._fill(packed, spans[start : start + BATCH])]
+        parts.append(packed.take())
+        made.append((b"".join(parts), packed.count))
+    return made
+
+
 def _commands_only(exporter: RedisExporter, spans: Sequence[Span]) -> float:
     """CPU seconds to make the packed commands of ``spans`` in batches, with no socket
     and no Redis: what any transport of the same commands pays before writing a byte."""
     cpu = time.process_time()
-    for start in range(0, len(spans), BATCH):
-        packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
-        for _ in exporter._fill(packed, spans[start : start + BATCH]):
-            packed.take()
-        packed.take()
+    _made_batches(exporter, spans)
+    return time.process_time() - cpu
+
+
+async def _transport_only(pool: ConnectionPool, made: list[tuple[bytes, int]]) -> float:
+    """CPU seconds to write batches made beforehand through a pooled redis-py connection
+    and read every reply: moving the bytes, with nothing made on the way."""
+    cpu = time.process_time()
+    for payload, count in made:
+        connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(payload, check_health=False)
+            await redis_exporter._read_replies(connection, count)
+        finally:
+            await pool.release(connection)
     return time.process_time() - cpu
 
 
@@ -292,12 +314,19 @@ async def _measure(quick: bool, url: str) -> ScenarioResult:
     async def commands_only() -> float:
         return len(spans) / _commands_only(packed_exporter, spans)
 
+    made = _made_batches(packed_exporter, spans)
+
+    async def transport_only() -> float:
+        await client.flushdb()
+        return len(spans) / await _transport_only(client.connection_pool, made)
+
     cpu_samples: dict[tuple[int, int], list[float]] = {}
     variants = {}
     for name, (exporter, _) in exporters.items():
         variants[f"{name}|4"] = sampler(exporter, spans)
         variants[f"{name}|1"] = sampler(exporter, single)
     variants[COMMANDS_ONLY] = commands_only
+    variants[TRANSPORT_ONLY] = transport_only
     for sample in variants.values():
         await sample()  # warm-up: connections, first-call paths
     cpu_samples.clear()
@@ -355,8 +384,16 @@ async def _measure(quick: bool, url: str) -> ScenarioResult:
     theirs = data["variants"][PIPELINE]
     pipeline_rate = theirs["spans_per_s_4_per_trace"]["median"]
     speedup = ratio(ours["spans_per_s_4_per_trace"]["median"], pipeline_rate)
-    ceiling = Summary.of(samples[COMMANDS_ONLY])
-    data["commands_only_spans_per_s"] = ceiling.as_dict()
+    making = Summary.of(samples[COMMANDS_ONLY])
+    moving = Summary.of(samples[TRANSPORT_ONLY])
+    # CPU work on one core adds up: no exporter of these commands through redis-py's
+    # connection can do better than making them and moving them, with nothing else.
+    ceiling = 1.0 / (1.0 / making.median + 1.0 / moving.median)
+    data["commands_only_cpu_spans_per_s"] = making.as_dict()
+    data["transport_only_cpu_spans_per_s"] = moving.as_dict()
+    data["ceiling_spans_per_s"] = ceiling
+    # The ceiling is CPU time: compared with the pipeline's CPU time per span.
+    pipeline_cpu_rate = 1e6 / theirs["cpu_us_per_span"]
     table.notes.append(
         f"{len(spans)} spans ({len(spans) // 4} traces of 4: a server span with 5 tags, "
         f"3 children with 1 tag); {rounds} interleaved rounds; packed is {speedup} the "
@@ -368,11 +405,13 @@ async def _measure(quick: bool, url: str) -> ScenarioResult:
         "thread's own time)"
     )
     table.notes.append(
-        f"making the batches' commands alone (no socket, no Redis; CPU time): "
-        f"{ceiling.median:,.0f} spans/s = {ratio(ceiling.median, pipeline_rate)} the pipeline's "
-        f"rate, the ceiling of any transport for these commands on this core; 250k spans/s "
-        f"is {ratio(250_000, ISSUE_PIPELINE_RATE)} the pipeline's rate on the issue's machine "
-        f"({ISSUE_PIPELINE_RATE // 1000}k/s)"
+        f"ceiling on one core, in CPU time: making the batches' commands with no socket "
+        f"{making.median:,.0f} spans/s, moving them (made beforehand) to Redis and reading "
+        f"the replies {moving.median:,.0f} spans/s; both together, with nothing else, "
+        f"{ceiling:,.0f} spans/s = {ratio(ceiling, pipeline_cpu_rate)} the pipeline's rate in "
+        f"CPU time "
+        f"(250k spans/s is {ratio(250_000, ISSUE_PIPELINE_RATE)} it on the issue's machine, "
+        f"where the pipeline made {ISSUE_PIPELINE_RATE // 1000}k/s)"
     )
 
     max_queue = 2000 if quick else 20_000
@@ -405,8 +444,8 @@ async def _measure(quick: bool, url: str) -> ScenarioResult:
         Target(
             ">= 250k spans/s on one core",
             f"{rate:,.0f} spans/s ({speedup} the pipeline's rate; the issue asks "
-            f"{ratio(250_000, ISSUE_PIPELINE_RATE)}, commands alone reach "
-            f"{ratio(ceiling.median, pipeline_rate)})",
+            f"{ratio(250_000, ISSUE_PIPELINE_RATE)}; the ceiling is "
+            f"{ratio(ceiling, pipeline_cpu_rate)})",
             rate >= 250_000,
         ),
         Target(

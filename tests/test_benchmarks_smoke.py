@@ -77,10 +77,13 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
             assert set(target) == {"text", "measured", "met"}
             assert target["met"] in (True, False, None)
             assert f"] {target['text']}: " in stdout
-    # The export scenario measures its own ceiling: the commands made with no socket.
+    # The export scenario measures its ceiling: making the commands, and moving them.
     export = json.loads((tmp_path / "export.json").read_text())["scenarios"]["export"]
-    assert export["data"]["commands_only_spans_per_s"]["median"] > 0
-    assert any("commands alone" in note for note in export["notes"])
+    data = export["data"]
+    making = data["commands_only_cpu_spans_per_s"]["median"]
+    moving = data["transport_only_cpu_spans_per_s"]["median"]
+    assert 0 < data["ceiling_spans_per_s"] < min(making, moving)
+    assert any(note.startswith("ceiling on one core") for note in export["notes"])
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_names() -> None:
