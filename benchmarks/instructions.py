@@ -19,6 +19,12 @@ instructions per iteration, which would blur every comparison. Needs
   a ``tracestate``.
 - ``export``: ``RedisExporter``'s encoding of a batch into packed RESP (no socket),
   per span, for traces of one and of four spans.
+- ``http``: the hello-world app of the HTTP scenario serving keep-alive requests over
+  loopback from a client in another (uncounted) process: the server's whole work per
+  request, socket handling and the response included, which the in-process middleware
+  case leaves out; export to a Redis started for the count, in full batches. The app
+  is CPU-bound under load, so the ratio of two counts predicts its ratio of
+  requests/s. About a minute per count.
 """
 
 from __future__ import annotations
@@ -122,6 +128,67 @@ def _export_case(variant: str, iterations: int) -> None:
         remaining -= len(batch)
 
 
+# The HTTP case's variants: the app's mode in ``apps.py``, and where spans go.
+_HTTP_VARIANTS = {
+    "bare": ("bare", None),
+    "empty middleware": ("empty", None),
+    "naive middleware": ("naive", None),
+    "middleware(), export dropped": ("asynctrace", "drop"),
+    "setup(app), export dropped": ("asynctrace-setup", "drop"),
+    "setup(app), export to Redis": ("asynctrace-setup", "redis"),
+}
+# Keep-alive GETs, each sent when the last one's response ("hello") has arrived.
+_HTTP_CLIENT = """
+import socket, sys
+connection = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+request = b"GET /hello/world HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n"
+for _ in range(int(sys.argv[2])):
+    connection.sendall(request)
+    received = b""
+    while not received.endswith(b"hello"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise SystemExit("the server closed the connection")
+        received += chunk
+connection.close()
+"""
+
+
+def _http_case(variant: str, iterations: int) -> None:
+    from aiohttp import web
+
+    import asynctrace
+    from asynctrace.testing import RedisServer, free_port
+    from benchmarks.apps import DropEverything, build_app
+
+    mode, spans_to = _HTTP_VARIANTS[variant]
+
+    async def run(redis_url: str | None) -> None:
+        # A batch delay no run reaches: spans go out in full batches, as under load.
+        if spans_to == "drop":
+            asynctrace.configure(service="hello", exporter=DropEverything(), max_delay_s=600)
+        elif spans_to == "redis":
+            asynctrace.configure(service="hello", redis_url=redis_url, max_delay_s=600)
+        runner = web.AppRunner(build_app(mode), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        gc.disable()
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _HTTP_CLIENT, str(port), str(iterations)
+        )
+        if await client.wait() != 0:
+            raise RuntimeError(f"the HTTP client failed for {variant}")
+        await runner.cleanup()
+        await asynctrace.shutdown()
+
+    if spans_to == "redis":
+        with RedisServer() as server:
+            asyncio.run(run(server.url))
+    else:
+        asyncio.run(run(None))
+
+
 CASES: dict[str, tuple[Callable[[str, int], None], Sequence[str], str]] = {
     "span": (_span_case, ("floor", "asynctrace"), "per child span"),
     "middleware": (
@@ -130,6 +197,7 @@ CASES: dict[str, tuple[Callable[[str, int], None], Sequence[str], str]] = {
         "per request",
     ),
     "export": (_export_case, ("1", "4"), "per exported span (1 or 4 spans per trace)"),
+    "http": (_http_case, tuple(_HTTP_VARIANTS), "per request served over loopback"),
 }
 
 
