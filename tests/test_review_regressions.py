@@ -161,6 +161,12 @@ def test_flush_does_not_hand_work_to_a_stopped_loop() -> None:
         assert asyncio.run(flush_here())
         assert [s.operation for s in exporter.spans] == ["op1"]
     finally:
+        # The first worker still waits on the stopped loop: end it there, so no task is
+        # left pending when the loop is closed (Python reports those at exit).
+        left = asyncio.all_tasks(stopped)
+        for task in left:
+            task.cancel()
+        stopped.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         stopped.close()
 
 
