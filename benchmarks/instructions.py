@@ -18,7 +18,8 @@ instructions per iteration, which would blur every comparison. Needs
   asynctrace for a new trace, with a ``traceparent``, and with a ``traceparent`` and
   a ``tracestate``.
 - ``export``: ``RedisExporter``'s encoding of a batch into packed RESP (no socket),
-  per span, for traces of one and of four spans.
+  per span, for traces of one and of four spans; and two parts of it alone, each
+  span's JSON (with a local root's index entry) and the aggregates' commands.
 - ``http``: the hello-world app of the HTTP scenario serving keep-alive requests over
   loopback from a client in another (uncounted) process: the server's whole work per
   request, socket handling and the response included, which the in-process middleware
@@ -111,20 +112,34 @@ def _middleware_case(variant: str, iterations: int) -> None:
 
 def _export_case(variant: str, iterations: int) -> None:
     from asynctrace.export import redis_exporter
+    from asynctrace.export.aggregates import aggregate_commands
+    from asynctrace.model import encode_indexed_span, encode_span
     from benchmarks.workload import finished_spans
 
-    # The same 256 spans (made the same way in both runs) are encoded batch after
-    # batch until ``iterations`` spans went through: only the encoding is counted.
-    spans = finished_spans(256, spans_per_trace=int(variant))
+    # "N": all of a batch's commands; "N, span JSON": only each span's JSON (with the
+    # index entry for a local root, as the exporter encodes it); "N, aggregates": only
+    # the aggregates' commands. The same 256 spans (made the same way in both runs)
+    # go through batch after batch until ``iterations`` spans did.
+    per_trace, _, part = variant.partition(", ")
+    spans = finished_spans(256, spans_per_trace=int(per_trace))
     exporter = redis_exporter.RedisExporter("redis://127.0.0.1:1")  # never connects
     remaining = iterations
     gc.disable()
     while remaining > 0:
         batch = spans[: min(remaining, len(spans))]
-        packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
-        for _ in exporter._fill(packed, batch):
+        if part == "span JSON":
+            for span in batch:
+                if span.is_local_root:
+                    encode_indexed_span(span)
+                else:
+                    encode_span(span)
+        elif part == "aggregates":
+            aggregate_commands(batch)
+        else:
+            packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
+            for _ in exporter._fill(packed, batch):
+                packed.take()
             packed.take()
-        packed.take()
         remaining -= len(batch)
 
 
@@ -196,7 +211,11 @@ CASES: dict[str, tuple[Callable[[str, int], None], Sequence[str], str]] = {
         ("bare", "empty", "naive", *_MIDDLEWARE_HEADERS),
         "per request",
     ),
-    "export": (_export_case, ("1", "4"), "per exported span (1 or 4 spans per trace)"),
+    "export": (
+        _export_case,
+        ("1", "1, span JSON", "1, aggregates", "4", "4, span JSON", "4, aggregates"),
+        "per exported span (1 or 4 spans per trace; all commands, or one part of them)",
+    ),
     "http": (_http_case, tuple(_HTTP_VARIANTS), "per request served over loopback"),
 }
 
