@@ -1,7 +1,8 @@
 """store.stats, store.patterns and store.service_map over aggregates the exporter wrote.
 
 Everything runs on the session's real redis-server; the clock is injected (``now=``),
-and spans carry historical start times, so no test waits.
+so no test waits. ``NOW`` is the next Monday 12:30 UTC (``week_clock``): the weekday
+and hour are fixed, and the data stays within the aggregates' lifetime on any date.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 
 import fakeredis
 import pytest
@@ -22,10 +22,9 @@ from asynctrace.export import RedisExporter
 from asynctrace.histogram import RELATIVE_ERROR, bucket_of
 from asynctrace.model import Span
 from asynctrace.store import OperationStats, TraceStore
+from tests.week_clock import HOUR_MS, next_monday_1230_ms, utc_text
 
-HOUR_MS = 3_600_000.0
-# Monday 2026-11-23 12:30 UTC.
-NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC).timestamp() * 1000.0
+NOW = next_monday_1230_ms()
 OPERATIONS = [("orders", "GET /orders/{id}"), ("orders", "POST /orders"), ("auth", "verify")]
 
 
@@ -173,12 +172,12 @@ async def test_aggregate_keys_follow_the_layout_and_expire_after_35_days(
         [_span(1, service="orders", operation="GET /orders/{id}", start=start, duration=5)],
     )
     hour = keys.hour_of(start)
-    assert hour == "2026-11-23T12"
-    key = 'trace:agg:2026-11-23T12:op:["orders","GET /orders/\\u007bid\\u007d"]'
+    assert hour == utc_text(NOW, "%Y-%m-%dT12")
+    key = f'trace:agg:{hour}:op:["orders","GET /orders/\\u007bid\\u007d"]'
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
         assert await client.hgetall(key) == {"n": "1", f"b{bucket_of(5)}": "1"}
-        assert await client.smembers("trace:agg:2026-11-23T12:ops") == {
+        assert await client.smembers(f"trace:agg:{hour}:ops") == {
             '["orders","GET /orders/\\u007bid\\u007d"]'
         }
         expire_at = await client.expiretime(key)
@@ -186,7 +185,7 @@ async def test_aggregate_keys_follow_the_layout_and_expire_after_35_days(
         assert expire_at == hour_end + keys.AGGREGATE_TTL_S
         assert (
             await client.zscore(
-                "trace:agg:2026-11-23T12:max", '["orders","GET /orders/\\u007bid\\u007d"]'
+                f"trace:agg:{hour}:max", '["orders","GET /orders/\\u007bid\\u007d"]'
             )
             == 5.0
         )
@@ -254,8 +253,8 @@ async def test_patterns_grid_counts_every_hour_of_the_week(
     redis_url: str, store: TraceStore
 ) -> None:
     # Monday 09:xx UTC of each of the last 4 weeks: slow; Tuesday 10:xx: fast.
-    monday_9 = datetime(2026, 11, 23, 9, 15, tzinfo=UTC).timestamp() * 1000.0
-    tuesday_10 = datetime(2026, 11, 17, 10, 15, tzinfo=UTC).timestamp() * 1000.0
+    monday_9 = NOW - 3.25 * HOUR_MS
+    tuesday_10 = NOW - 6 * 24 * HOUR_MS - 2.25 * HOUR_MS
     spans = []
     number = 0
     for week in range(4):
@@ -377,7 +376,8 @@ async def test_hours_older_than_the_lifetime_are_not_kept(
     redis_url: str, store: TraceStore
 ) -> None:
     # Kept for a lifetime after their hour: an import of older spans leaves nothing.
-    long_ago = NOW - 40 * 24 * HOUR_MS
+    # The lifetime runs on Redis's real clock, so "older" is counted from the present.
+    long_ago = time.time() * 1000.0 - 40 * 24 * HOUR_MS
     await _export(redis_url, [_span(1, service="a", operation="op", start=long_ago, duration=5)])
     assert await store.stats(since=long_ago - HOUR_MS, until=long_ago + HOUR_MS) == []
 

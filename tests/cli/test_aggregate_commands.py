@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from click.testing import CliRunner, Result
 
 from asynctrace.cli import main
 from asynctrace.export import RedisCommandError, RedisExporter
+from tests.week_clock import HOUR_MS, next_monday_1230_ms, utc_text
 
-HOUR_MS = 3_600_000.0
 WEEK_MS = 7 * 24 * HOUR_MS
-NOW_TEXT = "2026-11-23T12:30"  # a Monday
-NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC).timestamp() * 1000.0
+# The next Monday 12:30 UTC: a fixed weekday and hour whose data Redis keeps on any date.
+NOW = next_monday_1230_ms()
+NOW_TEXT = utc_text(NOW, "%Y-%m-%dT%H:%M")
 OPERATION = "GET /orders/{id}"
 PER_HOUR = 24
 
@@ -151,7 +151,7 @@ def test_import_skips_bad_lines_by_number_and_writes_the_good_ones(
     stats = run(redis_url, "stats")
     assert stats.exit_code == 0, stats.output
     assert stats.stdout.splitlines() == [
-        "requests from 2026-11-22 12:00 to 2026-11-23 12:30 UTC (24.5 h); "
+        f"requests from {utc_text(NOW - 24.5 * HOUR_MS)} to {utc_text(NOW)} UTC (24.5 h); "
         "change against the period before",
         "SERVICE  OPERATION         REQUESTS    RATE  ERRORS     P50     P95     P99     MAX"
         "  RATE +/-  P95 +/-",
@@ -255,7 +255,8 @@ def test_map_lists_edges_between_services(redis_url: str, tmp_path: Path) -> Non
 def test_map_without_edges_says_so(redis_url: str) -> None:
     result = run(redis_url, "map")
     assert result.exit_code == 0
-    assert result.stdout.startswith("no calls between services from 2026-11-22 12:00")
+    expected = f"no calls between services from {utc_text(NOW - 24.5 * HOUR_MS)}"
+    assert result.stdout.startswith(expected)
 
 
 def test_patterns_without_data_says_so(redis_url: str) -> None:
