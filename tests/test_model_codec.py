@@ -13,13 +13,12 @@ from asynctrace.model import (
     IndexEntry,
     Span,
     SpanLog,
-    _encode_span_reference,
-    _ms_json,
     encode_index_entry,
     encode_indexed_span,
     encode_span,
     round_ms,
 )
+from asynctrace.model.codec import _encode_span_reference, _ms_json
 
 # Any text: quotes, backslashes, control characters, non-ASCII, lone surrogates.
 texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)

@@ -1,0 +1,265 @@
+"""Trace queries: one trace, the slowest, the failed, the recent, and search.
+
+Listing and search read one bounded window of the trace index (``ZREVRANGEBYSCORE ...
+LIMIT``), never KEYS or SCAN, and group its entries per trace in memory. Corrupt
+stored data is skipped and counted, never fatal: a half-written span must not hide
+the rest of a trace from the person debugging it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from asynctrace import keys
+from asynctrace.errors import InvalidQueryError
+from asynctrace.model import IndexEntry, SpanDecodeError, Trace, spans_of
+from asynctrace.store._connection import _StoreConnection
+from asynctrace.store._validate import (
+    _today,
+    _valid_day,
+    _valid_filter,
+    _valid_limit,
+    _valid_number,
+    _valid_time,
+    _valid_trace_id,
+)
+
+__all__ = ["TraceSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    """One row of a trace listing, built from the trace's index entries.
+
+    ``operation``, ``service``, ``duration`` and ``start_time`` come from the trace's
+    true root entry when the index holds it, else from its earliest entry (the trace
+    started in a service that is not traced, or its root entry aged out).
+    ``services`` are the services of its entries in start order; ``status`` is
+    ``"error"`` when any entry is an error and ``error`` is the first error text.
+    ``duration`` is milliseconds; ``start_time`` is Unix epoch milliseconds.
+    """
+
+    trace_id: str
+    operation: str
+    service: str
+    services: tuple[str, ...]
+    duration: float
+    status: str
+    start_time: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A summary together with the entries it was built from, which search filters on."""
+
+    summary: TraceSummary
+    entries: tuple[IndexEntry, ...]
+
+
+class _TraceQueries(_StoreConnection):
+    """The trace queries of ``TraceStore``."""
+
+    async def get_trace(self, trace_id: str) -> Trace | None:
+        """The stored trace ``trace_id`` (32 hex digits, any case), or None if absent.
+
+        Corrupt entries, and entries that belong to another trace, are skipped and
+        counted in ``Trace.corrupt_entries``. None when the trace expired, was never
+        stored, or none of its entries decode.
+        """
+        trace_id = _valid_trace_id(trace_id)
+        key = keys.trace_key(trace_id, prefix=self._prefix)
+        raw = await self._read("LRANGE", lambda: self._client.lrange(key, 0, -1))
+        if not raw:
+            return None
+        spans, corrupt = spans_of(raw)
+        # An entry of another trace in this list is as wrong as undecodable JSON.
+        own = [span for span in spans if span.trace_id == trace_id]
+        corrupt += len(spans) - len(own)
+        if not own:
+            return None
+        return Trace.from_spans(own, corrupt_entries=corrupt)
+
+    async def slow_traces(self, limit: int = 20) -> list[tuple[str, float]]:
+        """``(trace_id, duration_ms)`` of the slowest traces kept, slowest first.
+
+        ``limit`` is 1..1000. The exporter keeps the top 100.
+        """
+        limit = _valid_limit(limit)
+        slow = keys.slow_key(prefix=self._prefix)
+        rows = await self._read(
+            "ZREVRANGE", lambda: self._client.zrevrange(slow, 0, limit - 1, withscores=True)
+        )
+        result: list[tuple[str, float]] = []
+        for row in rows:
+            # (member, score) pairs; a list under RESP3, a tuple under RESP2.
+            if not isinstance(row, tuple | list) or len(row) != 2:
+                self._skipped_index_entries += 1
+                continue
+            trace_id = self._trace_id_member(row[0])
+            if trace_id is not None:
+                result.append((trace_id, float(row[1])))
+        return result
+
+    async def error_traces(self, day: str | None = None) -> list[str]:
+        """Sorted ids of the traces with an error span on UTC ``day`` (``YYYY-MM-DD``).
+
+        ``day`` defaults to today (UTC); the exporter keeps each day for 7 days.
+        """
+        day = _today() if day is None else _valid_day(day)
+        errors = keys.errors_key(day, prefix=self._prefix)
+        members = await self._read("SMEMBERS", lambda: self._client.smembers(errors))
+        ids = (self._trace_id_member(member) for member in members)
+        return sorted(trace_id for trace_id in ids if trace_id is not None)
+
+    async def recent_traces(
+        self, limit: int = 50, since: float | None = None
+    ) -> list[TraceSummary]:
+        """The newest traces, one row per trace, newest first.
+
+        Served from the newest ``scan_limit`` index entries only. ``since`` (epoch
+        ms) keeps the entries that started at or after it; a trace whose root
+        started earlier is then summarised from its later entries.
+        """
+        limit = _valid_limit(limit)
+        since = _valid_time(since, "since")
+        rows = await self._rows(since)
+        return [row.summary for row in rows[:limit]]
+
+    async def search(
+        self,
+        *,
+        service: str | None = None,
+        operation: str | None = None,
+        status: str | None = None,
+        min_duration_ms: float | None = None,
+        text: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        until: float | None = None,
+    ) -> list[TraceSummary]:
+        """Recent traces matching every filter given, newest first.
+
+        Served from the same bounded window as ``recent_traces``. None or an empty
+        string means "no filter".
+
+        Args:
+            service: a service the trace crossed (exact name).
+            operation: case-insensitive substring of any of the trace's indexed
+                operations.
+            status: ``"ok"`` or ``"error"``.
+            min_duration_ms: the row's duration is at least this.
+            text: case-insensitive substring of any indexed operation or error
+                text, or the exact trace id.
+            since: epoch ms, as in ``recent_traces``.
+            until: epoch ms; only entries that started before it (a past hour).
+            limit: 1..1000 rows.
+        """
+        service = _valid_filter(service, "service")
+        operation = _valid_filter(operation, "operation")
+        status = _valid_filter(status, "status")
+        if status is not None and status not in ("ok", "error"):
+            raise InvalidQueryError("status must be 'ok' or 'error'")
+        min_duration_ms = _valid_number(min_duration_ms, "min_duration_ms")
+        text = _valid_filter(text, "text")
+        since = _valid_time(since, "since")
+        until = _valid_time(until, "until")
+        limit = _valid_limit(limit)
+
+        operation_folded = operation.casefold() if operation is not None else None
+        text_folded = text.casefold() if text is not None else None
+        matches: list[TraceSummary] = []
+        for row in await self._rows(since, until):
+            summary = row.summary
+            if service is not None and service not in summary.services:
+                continue
+            if status is not None and summary.status != status:
+                continue
+            if min_duration_ms is not None and summary.duration < min_duration_ms:
+                continue
+            if operation_folded is not None and not any(
+                operation_folded in entry.operation.casefold() for entry in row.entries
+            ):
+                continue
+            if text_folded is not None and not _matches_text(row, text_folded):
+                continue
+            matches.append(summary)
+            if len(matches) == limit:
+                break
+        return matches
+
+    async def _rows(self, since: float | None, until: float | None = None) -> list[_Row]:
+        """Group the newest ``scan_limit`` index entries (at or after ``since``, before
+        ``until``) per trace."""
+        index = keys.index_key(prefix=self._prefix)
+        members = await self._read(
+            "ZREVRANGEBYSCORE",
+            lambda: self._client.zrevrangebyscore(
+                index,
+                "+inf" if until is None else f"({until!r}",
+                "-inf" if since is None else since,
+                start=0,
+                num=self._scan_limit,
+            ),
+        )
+        entries: list[IndexEntry] = []
+        for member in members:
+            try:
+                if not isinstance(member, str | bytes):
+                    raise SpanDecodeError("not a trace index entry")
+                entries.append(IndexEntry.decode(member))
+            except SpanDecodeError:
+                self._skipped_index_entries += 1
+        return _group(entries)
+
+
+def _group(entries: Iterable[IndexEntry]) -> list[_Row]:
+    """One row per trace, newest first; entries are deduplicated by span id."""
+    by_trace: dict[str, dict[str, IndexEntry]] = {}
+    for entry in entries:
+        by_trace.setdefault(entry.trace_id, {}).setdefault(entry.span_id, entry)
+    rows: list[_Row] = []
+    for trace_id, spans in by_trace.items():
+        ordered = tuple(sorted(spans.values(), key=lambda e: (e.start_time, e.span_id)))
+        head = next((entry for entry in ordered if entry.is_root), ordered[0])
+        services: dict[str, None] = {}
+        for entry in ordered:
+            services.setdefault(entry.service, None)
+        failed = [entry for entry in ordered if entry.status == "error"]
+        error = _telling_error(failed)
+        summary = TraceSummary(
+            trace_id=trace_id,
+            operation=head.operation,
+            service=head.service,
+            services=tuple(services),
+            duration=head.duration,
+            status="error" if failed else "ok",
+            start_time=head.start_time,
+            error=error,
+        )
+        rows.append(_Row(summary, ordered))
+    rows.sort(key=lambda row: (row.summary.start_time, row.summary.trace_id), reverse=True)
+    return rows
+
+
+def _telling_error(failed: Sequence[IndexEntry]) -> str:
+    """The error text that says most about where a trace failed.
+
+    Callers of a failed service often carry only the placeholder ``"error"`` (a 5xx
+    without a log line); the span that failed first started last among them, so
+    prefer the latest-starting entry with a real message.
+    """
+    messages = [entry.error for entry in failed if entry.error and entry.error != "error"]
+    if messages:
+        return messages[-1]
+    return next((entry.error for entry in failed if entry.error), "")
+
+
+def _matches_text(row: _Row, folded: str) -> bool:
+    if folded == row.summary.trace_id:
+        return True
+    return any(
+        folded in entry.operation.casefold() or folded in entry.error.casefold()
+        for entry in row.entries
+    )
