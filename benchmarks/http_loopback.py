@@ -53,7 +53,8 @@ def run(options: Options) -> ScenarioResult:
         "asynctrace, export dropped": "asynctrace-noop",
         "naive in-memory middleware": "naive",
     }
-    if otel.AVAILABLE:
+    why_no_otel = otel.aiohttp_unavailable_reason()
+    if not why_no_otel:
         modes["OpenTelemetry (no-op exporter)"] = "otel"
     with RedisServer() as redis_server:
         ports = {name: free_port() for name in modes}
@@ -121,8 +122,8 @@ def run(options: Options) -> ScenarioResult:
     )
     if wrk_note:
         table.notes.append(wrk_note)
-    if not otel.AVAILABLE:
-        table.notes.append(otel.UNAVAILABLE_REASON)
+    if why_no_otel:
+        table.notes.append(why_no_otel)
     share = shares["asynctrace -> Redis"]
     p99_ratio = p99_ratios["asynctrace -> Redis"]
     targets = [

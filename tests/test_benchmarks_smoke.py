@@ -19,6 +19,7 @@ from asynctrace.tracer import reset_tracer
 from benchmarks import instructions
 from benchmarks.__main__ import SCENARIOS
 from benchmarks.instructions import CASES
+from tests.blocked_imports import python_without
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +85,24 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
     moving = data["transport_only_cpu_spans_per_s"]["median"]
     assert 0 < data["ceiling_spans_per_s"] < min(making, moving)
     assert any(note.startswith("ceiling on one core") for note in export["notes"])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["middleware", "http"])
+def test_scenarios_without_the_aiohttp_instrumentation_report_it_not_installed(
+    name: str, tmp_path: Path
+) -> None:
+    # The OpenTelemetry SDK may be installed without its aiohttp server instrumentation
+    # (a separate package): the comparison is then left out with a note, never a crash.
+    out = python_without(
+        ["opentelemetry.instrumentation.aiohttp_server"],
+        ["-m", "benchmarks", name, "--quick", "--load-tool", "loop", "--json", str(tmp_path / "r")],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    scenario = json.loads((tmp_path / "r").read_text())["scenarios"][name]
+    assert not any("OpenTelemetry" in row[0] for row in scenario["rows"])
+    assert any("not installed" in note for note in scenario["notes"]), scenario["notes"]
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_names() -> None:
