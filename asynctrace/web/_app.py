@@ -123,8 +123,12 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     token: str | None = None,
+    on_listening: Callable[[str], object] | None = None,
 ) -> None:
     """Serve the dashboard on ``host``:``port`` until cancelled.
+
+    ``on_listening`` is called once with the URL actually bound (the real port when
+    ``port`` is 0) as soon as the socket listens.
 
     Binding anything but a loopback address without ``token`` raises ``ValueError``
     before a socket is opened, as do an empty token and an invalid port. ``OSError``
@@ -151,7 +155,12 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        _logger.info("asynctrace dashboard listening on %s", site.name)
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}/"
+        _logger.info("asynctrace dashboard listening on %s", url)
+        if on_listening is not None:
+            on_listening(url)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
