@@ -66,7 +66,8 @@ class _Settings:
     is_redis_url_given: bool
     # Named by --redis-url rather than REDIS_URL: hints must then repeat it.
     is_redis_url_an_option: bool = False
-    # The aggregate commands' clock (epoch ms), fixed by the hidden --now option.
+    # The clock of the aggregate commands and of errors' default day (epoch ms),
+    # fixed by the hidden --now option.
     now_ms: float | None = None
 
 
@@ -165,7 +166,8 @@ def _fail(message: str, status: int) -> NoReturn:
     "--now",
     hidden=True,
     metavar="TIME",
-    help="Answer aggregate questions as if it were TIME (ISO 8601); for reproducible reports.",
+    help="Answer as if it were TIME (ISO 8601): the aggregate commands' periods and the "
+    "errors listing's default day; for reproducible reports.",
 )
 @click.version_option(asynctrace.__version__, prog_name="asynctrace")
 @click.pass_context
@@ -365,7 +367,7 @@ def slow(settings: _Settings, limit: int) -> None:
 @_with_settings
 def errors(settings: _Settings, day: str | None) -> None:
     """List the traces with an error span on one UTC day."""
-    shown_day = day or utc_day(time.time() * 1000.0)
+    shown_day = day or utc_day(_now_of(settings))
 
     async def read(store: TraceStore) -> list[TraceRow]:
         found = await store.error_traces(day=shown_day)
