@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner, Result
 
-from asynctrace.cli import main
+from asynctrace.cli import _command_line, _Settings, main
 from tests.blocked_imports import python_without
 from tests.cli.cli_traces import SEED_ID, export, recent_start, seed_trace
 
@@ -156,3 +156,25 @@ def test_the_demos_hints_work_as_printed(redis_url: str) -> None:
         assert result.exit_code == 0, (hint, result.output)
         trace_ids = re.findall(r"\b[0-9a-f]{32}\b", hint)
         assert all(trace_id in result.stdout for trace_id in trace_ids)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@db.internal:6380/2", "'redis://:***@db.internal:6380/2'"),
+        ("redis://ops:s3cret@db.internal/0", "'redis://ops:***@db.internal/0'"),
+        ("redis://db.internal:6379/0?name=x&y=1", "'redis://db.internal:6379/0?name=x&y=1'"),
+    ],
+)
+def test_the_demos_command_line_never_shows_a_password(url: str, shown: str) -> None:
+    settings = _Settings(
+        redis_url=url, prefix="trace:", is_redis_url_given=True, is_redis_url_an_option=True
+    )
+    assert _command_line(settings) == f"asynctrace --redis-url {shown}"
+
+
+def test_a_redis_url_from_the_environment_is_not_repeated_in_hints() -> None:
+    settings = _Settings(
+        redis_url="redis://:s3cret@db:6379/0", prefix="t:", is_redis_url_given=True
+    )
+    assert _command_line(settings) == "asynctrace --prefix t:"
