@@ -198,3 +198,16 @@ def test_every_asynctrace_command_shown_exists_with_those_options() -> None:
         assert command is not None, mention
         options = set(re.findall(r"--[a-z][a-z-]*", mention))
         assert options <= _command_options(command) | group_options, mention
+
+
+def test_every_benchmark_the_readme_names_exists() -> None:
+    from benchmarks.__main__ import SCENARIOS
+    from benchmarks.instructions import CASES
+
+    text = README.read_text(encoding="utf-8")
+    scenarios = re.findall(r"python -m benchmarks ([a-z]+)", text)
+    cases = re.findall(r"python -m benchmarks\.instructions ([a-z]+)", text)
+    assert scenarios
+    assert cases
+    assert set(scenarios) <= set(SCENARIOS)
+    assert set(cases) <= set(CASES)
