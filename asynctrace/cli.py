@@ -9,18 +9,21 @@ Redis password (the store's messages name only host and port).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from click.core import ParameterSource
@@ -61,7 +64,10 @@ class _Settings:
     prefix: str
     # The demo uses a real Redis only when one was named (--redis-url or REDIS_URL).
     is_redis_url_given: bool
-    # The aggregate commands' clock (epoch ms), fixed by the hidden --now option.
+    # Named by --redis-url rather than REDIS_URL: hints must then repeat it.
+    is_redis_url_an_option: bool = False
+    # The clock of the aggregate commands and of errors' default day (epoch ms),
+    # fixed by the hidden --now option.
     now_ms: float | None = None
 
 
@@ -92,6 +98,14 @@ class _Terminal:
         )
 
 
+class _NeverRaised(click.UsageError):
+    """Stands in for ``NoArgsIsHelpError`` on click 8.1, which prints the help itself."""
+
+
+# click >= 8.2 raises this for a bare command group.
+_NoArgsIsHelp: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
+
+
 class _Cli(click.Group):
     """The command group; reports every error as one ``error: ...`` line on stderr."""
 
@@ -109,6 +123,10 @@ class _Cli(click.Group):
             # Not standalone, so click raises its errors here instead of printing its
             # multi-line usage block; it still returns the status of --help/--version.
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp as exc:
+            # A bare ``asynctrace``: the usage as --help prints it, not one error line.
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(0)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             _fail(f"{exc.format_message()}{hint}", exc.exit_code)
@@ -136,7 +154,7 @@ def _fail(message: str, status: int) -> NoReturn:
     show_default=True,
     show_envvar=True,
     metavar="URL",
-    help="The Redis the traces are stored in.",
+    help="The Redis the traces are stored in (also accepted after the command).",
 )
 @click.option(
     "--prefix",
@@ -148,7 +166,8 @@ def _fail(message: str, status: int) -> NoReturn:
     "--now",
     hidden=True,
     metavar="TIME",
-    help="Answer aggregate questions as if it were TIME (ISO 8601); for reproducible reports.",
+    help="Answer as if it were TIME (ISO 8601): the aggregate commands' periods and the "
+    "errors listing's default day; for reproducible reports.",
 )
 @click.version_option(asynctrace.__version__, prog_name="asynctrace")
 @click.pass_context
@@ -161,8 +180,48 @@ def main(ctx: click.Context, redis_url: str, prefix: str, now: str | None) -> No
         redis_url=redis_url,
         prefix=prefix,
         is_redis_url_given=ctx.get_parameter_source("redis_url") is not ParameterSource.DEFAULT,
+        is_redis_url_an_option=(
+            ctx.get_parameter_source("redis_url") is ParameterSource.COMMANDLINE
+        ),
         now_ms=None if now is None else _instant_ms(now, "--now"),
     )
+
+
+def _with_settings(command: Callable[..., None]) -> Callable[..., None]:
+    """Hand ``command`` the group's settings as its first argument, and accept the
+    connection options after the command's name too, where they take precedence:
+    ``asynctrace show ID --redis-url URL`` is ``asynctrace --redis-url URL show ID``.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, redis_url: str | None, prefix: str | None, **kwargs: Any) -> None:
+        settings = click.get_current_context().find_object(_Settings)
+        if settings is None:  # a command invoked without its group
+            raise click.UsageError("run this command as 'asynctrace COMMAND'")
+        if redis_url is not None:
+            settings = replace(
+                settings, redis_url=redis_url, is_redis_url_given=True, is_redis_url_an_option=True
+            )
+        if prefix is not None:
+            settings = replace(settings, prefix=prefix)
+        command(settings, *args, **kwargs)
+
+    # click lists a command's options in the reverse order of this list: these last.
+    params: list[click.Parameter] = getattr(run, "__click_params__", [])
+    run.__click_params__ = [  # type: ignore[attr-defined]
+        click.Option(
+            ["--prefix"],
+            help=f"Key prefix the services export with.  [default: {keys.DEFAULT_PREFIX}]",
+        ),
+        click.Option(
+            ["--redis-url"],
+            metavar="URL",
+            help="The Redis the traces are stored in; also accepted before the command.  "
+            f"[env var: REDIS_URL; default: {DEFAULT_REDIS_URL}]",
+        ),
+        *params,
+    ]
+    return run
 
 
 @contextmanager
@@ -219,7 +278,7 @@ def _echo_table(rows: list[TraceRow], empty: str) -> None:
 @main.command(short_help="Draw a trace; name its bottleneck and error origin.")
 @click.argument("trace_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the spans and the analysis as JSON.")
-@click.pass_obj
+@_with_settings
 def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
     """Draw one trace as a waterfall, with its bottleneck and where its error started.
 
@@ -253,7 +312,7 @@ def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
 @main.command(short_help="Print a trace's log lines across services, in time order.")
 @click.argument("trace_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per log line.")
-@click.pass_obj
+@_with_settings
 def logs(settings: _Settings, trace_id: str, as_json: bool) -> None:
     """Print every log line of TRACE_ID, from every service, in time order.
 
@@ -289,7 +348,7 @@ _LIMIT = click.option(
 
 @main.command(short_help="List the slowest traces kept.")
 @_LIMIT
-@click.pass_obj
+@_with_settings
 def slow(settings: _Settings, limit: int) -> None:
     """List the slowest traces kept (a root over the exporter's threshold, 1 s by default)."""
 
@@ -305,10 +364,10 @@ def slow(settings: _Settings, limit: int) -> None:
 @click.option(
     "--day", metavar="YYYY-MM-DD", help="UTC day to list (default: today); kept for 7 days."
 )
-@click.pass_obj
+@_with_settings
 def errors(settings: _Settings, day: str | None) -> None:
     """List the traces with an error span on one UTC day."""
-    shown_day = day or utc_day(time.time() * 1000.0)
+    shown_day = day or utc_day(_now_of(settings))
 
     async def read(store: TraceStore) -> list[TraceRow]:
         found = await store.error_traces(day=shown_day)
@@ -321,7 +380,7 @@ def errors(settings: _Settings, day: str | None) -> None:
 
 @main.command()
 @_LIMIT
-@click.pass_obj
+@_with_settings
 def recent(settings: _Settings, limit: int) -> None:
     """List the newest traces, newest first."""
 
@@ -345,7 +404,7 @@ def recent(settings: _Settings, limit: int) -> None:
 )
 @click.option("--text", help="Part of an operation or error text, or a whole trace id.")
 @_LIMIT
-@click.pass_obj
+@_with_settings
 def search(
     settings: _Settings,
     service: str | None,
@@ -426,7 +485,7 @@ def _period_text(since_ms: float | None, now_ms: float) -> str:
 @main.command(short_help="Requests, errors and latency per service and operation.")
 @click.option("--service", help="Only this service (exact name).")
 @_SINCE
-@click.pass_obj
+@_with_settings
 def stats(settings: _Settings, service: str | None, since: str | None) -> None:
     """Rate, error %, p50/p95/p99 and max per service and operation, from the per-hour
     aggregates (kept 35 days), with the change against the period of the same length
@@ -452,7 +511,7 @@ def stats(settings: _Settings, service: str | None, since: str | None) -> None:
 @click.option(
     "--weeks", type=click.IntRange(1, 5), default=4, show_default=True, help="Weeks to look at."
 )
-@click.pass_obj
+@_with_settings
 def patterns(settings: _Settings, service: str, operation: str, weeks: int) -> None:
     """Draw p95 by hour of the week (UTC) over the last weeks, and name the hours that
     are slow week after week ("Mondays 09:00-10:00 UTC, p95 5,100 ms vs 400 ms typical").
@@ -476,7 +535,7 @@ def patterns(settings: _Settings, service: str, operation: str, weeks: int) -> N
 
 @main.command("map", short_help="Calls between services: rate, errors, p95.")
 @_SINCE
-@click.pass_obj
+@_with_settings
 def map_command(settings: _Settings, since: str | None) -> None:
     """List caller -> callee edges with calls, calls/s, error % and p95 (at the callee).
 
@@ -504,7 +563,7 @@ _SHOWN_BAD_LINES = 20
 
 @main.command("import", short_help="Load a JSON-lines file of spans into Redis.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
-@click.pass_obj
+@_with_settings
 def import_command(settings: _Settings, file: Path) -> None:
     """Write the spans of FILE (one span JSON object per line, as asynctrace or the
     original TypeScript tracer writes them) exactly as a live span would be written:
@@ -594,7 +653,7 @@ _PORT = click.IntRange(0, 65535)
 @click.option(
     "--port", type=_PORT, default=8080, show_default=True, help="Dashboard port, with --serve."
 )
-@click.pass_obj
+@_with_settings
 def demo_command(settings: _Settings, serve_dashboard: bool, port: int) -> None:
     """Run five traced services in this process and show what their traces tell.
 
@@ -613,12 +672,36 @@ def demo_command(settings: _Settings, serve_dashboard: bool, port: int) -> None:
         width=terminal.width,
         color=terminal.color,
         ascii_only=terminal.ascii_only,
+        command=_command_line(settings),
     )
     with _reported(param_hint="'--redis-url'"):
         if serve_dashboard:
             _run_until_stopped(job)
         else:
             asyncio.run(job)
+
+
+def _command_line(settings: _Settings) -> str:
+    """``asynctrace`` with the connection options that reach ``settings``' Redis.
+
+    A URL from REDIS_URL is left out (the same shell reads it again); one given as
+    --redis-url is repeated, its password as ``***``: output never shows a password.
+    """
+    words = ["asynctrace"]
+    if settings.is_redis_url_an_option:
+        words += ["--redis-url", _without_password(settings.redis_url)]
+    if settings.prefix != keys.DEFAULT_PREFIX:
+        words += ["--prefix", settings.prefix]
+    return shlex.join(words)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @main.command()
@@ -630,7 +713,7 @@ def demo_command(settings: _Settings, serve_dashboard: bool, port: int) -> None:
     show_envvar=True,
     help="Require this token on every request (needed off loopback).",
 )
-@click.pass_obj
+@_with_settings
 def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
     """Serve the dashboard on the stored traces until Ctrl-C."""
     try:
@@ -644,10 +727,14 @@ def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
 
     async def run() -> None:
         async with store:
-            shown = f"[{host}]" if ":" in host else host
-            click.echo(f"starting the dashboard on http://{shown}:{port}/ (Ctrl-C to stop)")
+
+            def announce(url: str) -> None:
+                click.echo(f"serving the dashboard on {url} (Ctrl-C to stop)")
+
             try:
-                await serve_dashboard(store, host=host, port=port, token=token)
+                await serve_dashboard(
+                    store, host=host, port=port, token=token, on_listening=announce
+                )
             except OSError as exc:
                 raise AsynctraceError(
                     f"cannot serve on {host}:{port}: {exc.strerror or exc}"

@@ -149,10 +149,13 @@ async def main(
     width: int = 100,
     color: bool = False,
     ascii_only: bool = False,
+    command: str = "asynctrace",
 ) -> DemoResult:
     """The ``asynctrace demo`` command: open the store, say which, run the demo.
 
-    Raises what ``open_store`` and ``run_demo`` raise.
+    ``command`` is how the hints spell the CLI, with the connection options the demo
+    was given (``asynctrace --redis-url URL``), so that they work as printed. Raises
+    what ``open_store`` and ``run_demo`` raise.
     """
     async with open_store(redis_url) as store:
         print(f"store: {store.description}", file=out, flush=True)
@@ -165,6 +168,7 @@ async def main(
             width=width,
             color=color,
             ascii_only=ascii_only,
+            command=command,
         )
     if store.is_embedded:
         print(
@@ -174,8 +178,8 @@ async def main(
         )
     else:
         print(
-            f"These traces stay in Redis for 24 h: try `asynctrace show {result.slow_trace_id}` "
-            "or `asynctrace serve`.",
+            f"These traces stay in Redis for 24 h: try `{command} show {result.slow_trace_id}` "
+            f"or `{command} serve`.",
             file=out,
         )
     return result
@@ -191,12 +195,14 @@ async def run_demo(
     width: int = 100,
     color: bool = False,
     ascii_only: bool = False,
+    command: str = "asynctrace",
 ) -> DemoResult:
     """Run the five services, send the traffic, print the story; return the trace ids.
 
     Traces are written to ``store_client`` (left open: it belongs to the caller)
     under ``prefix``. Progress is a line per phase on ``out``; the waterfalls are
-    ``width`` columns, coloured when ``color``. With ``serve``, the services keep
+    ``width`` columns, coloured when ``color``; the commands named in the titles
+    start with ``command``. With ``serve``, the services keep
     running and the dashboard (``asynctrace.web``) serves the same store on
     127.0.0.1:``port`` until the task is cancelled (Ctrl-C). Configures the
     process's tracer for the duration and resets it afterwards. Raises
@@ -220,7 +226,15 @@ async def run_demo(
             progress.step(f"flushed {asynctrace.stats().exported} spans to the store")
 
             store = TraceStore(store_client, prefix=prefix)
-            await _tell_story(store, result, out, width=width, color=color, ascii_only=ascii_only)
+            await _tell_story(
+                store,
+                result,
+                out,
+                width=width,
+                color=color,
+                ascii_only=ascii_only,
+                command=command,
+            )
             if serve:
                 await _serve_dashboard(store, mesh, out, port)
         return result
@@ -312,6 +326,7 @@ async def _tell_story(
     width: int,
     color: bool,
     ascii_only: bool,
+    command: str,
 ) -> None:
     """The slow trace and its bottleneck, the failed trace and its origin, the lists."""
     slow = await store.get_trace(result.slow_trace_id)
@@ -331,12 +346,12 @@ async def _tell_story(
         return render_trace_table(rows, width=width, ascii_only=ascii_only)
 
     show(
-        f"The slow checkout, {format_ms(slow.total_duration)} (asynctrace show {slow.trace_id}):",
+        f"The slow checkout, {format_ms(slow.total_duration)} ({command} show {slow.trace_id}):",
         waterfall(slow),
     )
     print(f"\n{found.sentence if found else 'no critical path: the trace lasted 0 ms'}", file=out)
     show(
-        f"The failed checkout (asynctrace show {failed.trace_id}):",
+        f"The failed checkout ({command} show {failed.trace_id}):",
         waterfall(failed),
     )
     print(f"\n{chain.sentence if chain else 'no span of this trace failed'}", file=out)
@@ -344,11 +359,11 @@ async def _tell_story(
     known = await store.recent_traces(limit=_SUMMARY_WINDOW)
     today = utc_day(failed.root.start_time)
     show(
-        "Slowest traces (asynctrace slow):",
+        f"Slowest traces ({command} slow):",
         table(slow_rows(await store.slow_traces(limit=_LISTED), known)),
     )
     show(
-        f"Traces with errors on {today} (asynctrace errors):",
+        f"Traces with errors on {today} ({command} errors --day {today}):",
         table(error_rows(await store.error_traces(day=today), known)),
     )
     print(file=out, flush=True)
@@ -362,14 +377,17 @@ async def _serve_dashboard(store: TraceStore, mesh: _Mesh, out: TextIO, port: in
             f"the dashboard is not available ({exc}); pip install 'asynctrace[demo]'"
         ) from None
     gateway = mesh.url_of(SERVICES[0])
-    print(
-        f"Starting the dashboard on http://127.0.0.1:{port}/ (Ctrl-C to stop).\n"
-        f"The services keep running; more traces: curl {gateway}/orders/42",
-        file=out,
-        flush=True,
-    )
+
+    def announce(url: str) -> None:
+        print(
+            f"Serving the dashboard on {url} (Ctrl-C to stop).\n"
+            f"The services keep running; more traces: curl {gateway}/orders/42",
+            file=out,
+            flush=True,
+        )
+
     try:
-        await serve(store, host="127.0.0.1", port=port)
+        await serve(store, host="127.0.0.1", port=port, on_listening=announce)
     except OSError as exc:
         raise AsynctraceError(
             f"cannot serve the dashboard on 127.0.0.1:{port}: {exc.strerror or exc} (try --port)"

@@ -9,6 +9,7 @@ output holds no escape codes at all; with it, stripping the codes gives the same
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -328,10 +329,13 @@ def _started(epoch_ms: float) -> str:
 
 
 _COLUMNS = ("TRACE ID", "STARTED UTC", "DURATION", "STATUS", "ROOT", "ERROR")
+_STARTED = _COLUMNS.index("STARTED UTC")
 _DURATION = _COLUMNS.index("DURATION")
+_STATUS = _COLUMNS.index("STATUS")
 _ROOT = _COLUMNS.index("ROOT")
 _ERROR_TEXT = _COLUMNS.index("ERROR")
 _MIN_ROOT = 24
+_ERROR_INDENT = 4
 
 
 def render_trace_table(
@@ -341,8 +345,12 @@ def render_trace_table(
 
     The ERROR column is left out when no row has an error text. With ``width`` (for
     a terminal; leave it None when output is piped, so nothing is lost to ``grep``)
-    the ROOT column gives up room to ERROR, and what still does not fit is cut with
-    "…" ("~" when ``ascii_only``). Pure; no trailing newline.
+    the table fits the width without ever cutting an error text: ROOT gives up room
+    to ERROR first; when the error texts still do not fit, each goes under its row,
+    wrapped and marked "✗" ("x" when ``ascii_only``); then STATUS is left out when
+    those lines already say which rows failed, then STARTED UTC when ROOT would
+    otherwise keep fewer than 24 columns; what still does not fit is cut with "…"
+    ("~"). Pure; no trailing newline.
     """
     glyphs = _ASCII if ascii_only else _UNICODE
     table = [
@@ -365,11 +373,10 @@ def render_trace_table(
         index: max(len(_COLUMNS[index]), *(len(cells[index]) for cells in table))
         for index in columns
     }
-    if width is not None and _ERROR_TEXT in widths:
-        # What ROOT and ERROR share once the other columns and the gaps are placed.
-        room = max(width, _MIN_WIDTH) - sum(widths.values()) - 2 * (len(columns) - 1)
-        room += widths[_ROOT] + widths[_ERROR_TEXT]
-        widths[_ROOT] = min(widths[_ROOT], max(_MIN_ROOT, room // 2))
+    errors_below = False
+    if width is not None:
+        width = max(width, _MIN_WIDTH)
+        errors_below = _fit_columns(table, columns, widths, width)
     lines = []
     for cells in [_COLUMNS, *table]:
         texts = []
@@ -379,8 +386,52 @@ def render_trace_table(
                 text.rjust(widths[index]) if index == _DURATION else text.ljust(widths[index])
             )
         line = "  ".join(texts).rstrip()
-        lines.append(line if width is None else _fit(line, max(width, _MIN_WIDTH), glyphs))
+        lines.append(line if width is None else _fit(line, width, glyphs))
+        if errors_below and cells is not _COLUMNS and cells[_ERROR_TEXT] and width is not None:
+            lines.extend(_error_lines(cells[_ERROR_TEXT], width, glyphs))
     return "\n".join(lines)
+
+
+def _fit_columns(
+    table: Sequence[Sequence[str]], columns: list[int], widths: dict[int, int], width: int
+) -> bool:
+    """Narrow ``columns``/``widths`` in place to ``width``; True when errors go below rows."""
+
+    def used() -> int:
+        return sum(widths[index] for index in columns) + 2 * (len(columns) - 1)
+
+    if used() <= width:
+        return False
+    root_floor = min(widths[_ROOT], _MIN_ROOT)
+    errors_below = False
+    if _ERROR_TEXT in columns:
+        spare = width - (used() - widths[_ROOT])
+        if spare >= root_floor:
+            widths[_ROOT] = spare  # ROOT gives way; every error text still fits
+            return False
+        columns.remove(_ERROR_TEXT)
+        errors_below = True
+        # The marked lines under the rows say which failed, unless a failed row has no text.
+        if all(cells[_ERROR_TEXT] or cells[_STATUS] != "error" for cells in table):
+            columns.remove(_STATUS)
+    if used() - widths[_ROOT] + root_floor > width and _STARTED in columns:
+        columns.remove(_STARTED)
+    widths[_ROOT] = max(root_floor, min(widths[_ROOT], width - (used() - widths[_ROOT])))
+    return errors_below
+
+
+def _error_lines(text: str, width: int, glyphs: _Glyphs) -> list[str]:
+    """A row's whole error text under it, wrapped to ``width``, the first line marked."""
+    indent = " " * _ERROR_INDENT
+    first = indent[:-2] + glyphs.error + " "
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=indent,
+        break_long_words=True,
+        break_on_hyphens=False,
+    )
 
 
 # -- aggregates -----------------------------------------------------------------------

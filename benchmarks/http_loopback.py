@@ -43,18 +43,29 @@ def _exported(url: str) -> int:
     return asyncio.run(count())
 
 
-def run(options: Options) -> ScenarioResult:
-    quick = options.quick
-    wrk, wrk_note = choose_generator(options.load_tool)
-    rounds, seconds = (1, 1.0 if wrk else 0.5) if quick else (9, 3.0)
+def variants() -> tuple[dict[str, str], str]:
+    """({row name: app mode}, why OpenTelemetry's row is missing, or "").
+
+    The OpenTelemetry row needs the SDK and its aiohttp server instrumentation; with
+    either missing the row is left out and the reason becomes a note.
+    """
     modes = {
         "bare aiohttp": "bare",
         "asynctrace -> Redis": "asynctrace-setup",
         "asynctrace, export dropped": "asynctrace-noop",
         "naive in-memory middleware": "naive",
     }
-    if otel.AVAILABLE:
+    why_no_otel = otel.aiohttp_unavailable_reason()
+    if not why_no_otel:
         modes["OpenTelemetry (no-op exporter)"] = "otel"
+    return modes, why_no_otel
+
+
+def run(options: Options) -> ScenarioResult:
+    quick = options.quick
+    wrk, wrk_note = choose_generator(options.load_tool)
+    rounds, seconds = (1, 1.0 if wrk else 0.5) if quick else (9, 3.0)
+    modes, why_no_otel = variants()
     with RedisServer() as redis_server:
         ports = {name: free_port() for name in modes}
         apps = serve_all(
@@ -121,8 +132,8 @@ def run(options: Options) -> ScenarioResult:
     )
     if wrk_note:
         table.notes.append(wrk_note)
-    if not otel.AVAILABLE:
-        table.notes.append(otel.UNAVAILABLE_REASON)
+    if why_no_otel:
+        table.notes.append(why_no_otel)
     share = shares["asynctrace -> Redis"]
     p99_ratio = p99_ratios["asynctrace -> Redis"]
     targets = [

@@ -92,8 +92,8 @@ async def _measure(quick: bool) -> ScenarioResult:
         "asynctrace setup(app), new trace": (_frozen(build_app("asynctrace-setup")), plain),
     }
     provider = None
-    why_no_otel = otel.UNAVAILABLE_REASON
-    if otel.AVAILABLE:
+    why_no_otel = otel.aiohttp_unavailable_reason()
+    if not why_no_otel:
         provider, _ = otel.sdk_provider()
         middleware, why_no_otel = otel.aiohttp_middleware(provider)
         if middleware is not None:

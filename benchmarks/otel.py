@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "aiohttp_middleware", "sdk_provider"]
+__all__ = [
+    "AVAILABLE",
+    "UNAVAILABLE_REASON",
+    "aiohttp_middleware",
+    "aiohttp_unavailable_reason",
+    "sdk_provider",
+]
 
 try:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -52,6 +58,25 @@ def sdk_provider() -> tuple[Any, Any]:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider, exporter
+
+
+def aiohttp_unavailable_reason() -> str:
+    """Why the aiohttp server comparison cannot run ("" when it can).
+
+    The SDK and the aiohttp server instrumentation are separate packages: with the SDK
+    alone, scenarios that serve OpenTelemetry's middleware report "not installed"
+    instead of starting a server that cannot build its app.
+    """
+    if not AVAILABLE:
+        return UNAVAILABLE_REASON
+    try:
+        import opentelemetry.instrumentation.aiohttp_server  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"opentelemetry-instrumentation-aiohttp-server not installed ({exc.name}); "
+            "pip install '.[bench]'"
+        )
+    return ""
 
 
 def aiohttp_middleware(provider: Any) -> tuple[Any, str]:

@@ -19,6 +19,7 @@ from asynctrace.tracer import reset_tracer
 from benchmarks import instructions
 from benchmarks.__main__ import SCENARIOS
 from benchmarks.instructions import CASES
+from tests.blocked_imports import python_without
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +85,44 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
     moving = data["transport_only_cpu_spans_per_s"]["median"]
     assert 0 < data["ceiling_spans_per_s"] < min(making, moving)
     assert any(note.startswith("ceiling on one core") for note in export["notes"])
+
+
+# The OpenTelemetry SDK may be installed without its aiohttp server instrumentation
+# (a separate package): its comparisons are then left out with a note, never a crash.
+_NO_OTEL_AIOHTTP = ["opentelemetry.instrumentation.aiohttp_server"]
+
+
+@pytest.mark.timeout(120)
+def test_the_middleware_scenario_without_the_aiohttp_instrumentation_says_not_installed(
+    tmp_path: Path,
+) -> None:
+    out = python_without(
+        _NO_OTEL_AIOHTTP,
+        ["-m", "benchmarks", "middleware", "--quick", "--json", str(tmp_path / "r.json")],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    scenario = json.loads((tmp_path / "r.json").read_text())["scenarios"]["middleware"]
+    assert not any("OpenTelemetry" in row[0] for row in scenario["rows"])
+    assert any("not installed" in note for note in scenario["notes"]), scenario["notes"]
+
+
+def test_the_loopback_scenario_without_the_aiohttp_instrumentation_serves_no_otel_app(
+    tmp_path: Path,
+) -> None:
+    # The loopback scenario started an "otel" app process that could not build, which
+    # crashed the run; its variants now leave that app out. (The whole scenario runs in
+    # test_every_scenario_runs_quickly_and_reports_tables_and_json.)
+    code = (
+        "import json; from benchmarks import http_loopback; "
+        "print(json.dumps(http_loopback.variants()))"
+    )
+    out = python_without(_NO_OTEL_AIOHTTP, ["-c", code], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    modes, why_not = json.loads(out.stdout)
+    assert "otel" not in modes.values()
+    assert "bare" in modes.values()
+    assert "not installed" in why_not
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_names() -> None:

@@ -52,6 +52,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE = web.AppKey("asynctrace.store", TraceStore)
 ASSETS = web.AppKey("asynctrace.assets", Assets)
+_CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("asynctrace.clock")
 
 _FILTERS: dict[str, Callable[..., str]] = {
     "ms": format_ms,
@@ -67,12 +68,16 @@ _DEFAULT_SIMILAR = 20
 _MAX_SIMILAR = 50
 
 
-def create_app(store: TraceStore, *, token: str | None = None) -> web.Application:
+def create_app(
+    store: TraceStore, *, token: str | None = None, clock: Callable[[], float] = time.time
+) -> web.Application:
     """The dashboard as an aiohttp application reading through ``store``.
 
     With ``token``, every request must carry it (see ``asynctrace.web``). The app
     never closes ``store``: it belongs to the caller. Templates and static files are
     read on startup, in a worker thread. Raises ``ValueError`` for an empty token.
+    ``clock`` (epoch seconds, ``time.time`` by default) is what "today" and periods
+    such as "the last 24 h" count from; tests fix it to the instant their data has.
     """
     token = valid_token(token)
     app = web.Application(
@@ -85,6 +90,7 @@ def create_app(store: TraceStore, *, token: str | None = None) -> web.Applicatio
     assets = Assets()
     app[STORE] = store
     app[ASSETS] = assets
+    app[_CLOCK] = clock
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.DictLoader(assets.templates),
@@ -123,8 +129,12 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     token: str | None = None,
+    on_listening: Callable[[str], object] | None = None,
 ) -> None:
     """Serve the dashboard on ``host``:``port`` until cancelled.
+
+    ``on_listening`` is called once with the URL actually bound (the real port when
+    ``port`` is 0) as soon as the socket listens.
 
     Binding anything but a loopback address without ``token`` raises ``ValueError``
     before a socket is opened, as do an empty token and an invalid port. ``OSError``
@@ -151,7 +161,12 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        _logger.info("asynctrace dashboard listening on %s", site.name)
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}/"
+        _logger.info("asynctrace dashboard listening on %s", url)
+        if on_listening is not None:
+            on_listening(url)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -210,7 +225,7 @@ async def _traces_page(request: web.Request) -> web.StreamResponse:
         "day": "",
         "previous_day": "",
         "next_day": "",
-        "today": _today(),
+        "today": _today(request),
         "form": {field: request.query.get(field, "") for field in _SEARCH_FIELDS},
         "searched": False,
     }
@@ -223,13 +238,13 @@ async def _traces_page(request: web.Request) -> web.StreamResponse:
         context["rows"] = listing.rows
         context["slow_scores"] = dict(slow)
     elif view == "errors":
-        day = request.query.get("day") or _today()
+        day = request.query.get("day") or context["today"]
         ids = await store.error_traces(day=day)
         listing = await list_traces(store, ids, limit=_limit(request), newest_first=True)
         context["listing"] = listing
         context["rows"] = listing.rows
         context["day"] = day
-        context["previous_day"], context["next_day"] = _neighbours(day)
+        context["previous_day"], context["next_day"] = _neighbours(day, context["today"])
     else:
         trace_id = _trace_id_param(request)
         if trace_id is not None:
@@ -263,7 +278,7 @@ def _weeks(request: web.Request) -> int:
 
 
 async def _stats_page(request: web.Request) -> web.StreamResponse:
-    now_ms = time.time() * 1000.0
+    now_ms = _now_ms(request)
     period = request.query.get("since") or "24h"
     service = _text(request, "service")
     rows = await request.app[STORE].stats(service, since_ms(period, now_ms), now=now_ms)
@@ -278,7 +293,7 @@ async def _stats_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _patterns_page(request: web.Request) -> web.StreamResponse:
-    now_ms = time.time() * 1000.0
+    now_ms = _now_ms(request)
     service, operation = _text(request, "service"), _text(request, "operation")
     weeks = _weeks(request)
     context: dict[str, Any] = {
@@ -302,7 +317,7 @@ async def _patterns_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _map_page(request: web.Request) -> web.StreamResponse:
-    now_ms = time.time() * 1000.0
+    now_ms = _now_ms(request)
     period = request.query.get("since") or "24h"
     edges = await request.app[STORE].service_map(since_ms(period, now_ms), now=now_ms)
     context = {
@@ -316,7 +331,7 @@ async def _map_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _api_stats(request: web.Request) -> web.StreamResponse:
-    now_ms = time.time() * 1000.0
+    now_ms = _now_ms(request)
     since = since_ms(request.query.get("since"), now_ms)
     rows = await request.app[STORE].stats(_text(request, "service"), since, now=now_ms)
     return web.json_response({"rows": stats_json(rows)})
@@ -331,7 +346,7 @@ async def _api_patterns(request: web.Request) -> web.StreamResponse:
 
 
 async def _api_map(request: web.Request) -> web.StreamResponse:
-    now_ms = time.time() * 1000.0
+    now_ms = _now_ms(request)
     since = since_ms(request.query.get("since"), now_ms)
     edges = await request.app[STORE].service_map(since, now=now_ms)
     return web.json_response({"edges": map_json(edges)})
@@ -370,7 +385,7 @@ async def _api_slow(request: web.Request) -> web.StreamResponse:
 
 async def _api_errors(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
-    day = request.query.get("day") or _today()
+    day = request.query.get("day") or _today(request)
     ids = await store.error_traces(day=day)
     listing = await list_traces(store, ids, limit=_limit(request), newest_first=True)
     return web.json_response({"day": day, "total": len(ids), **_listing_json(listing)})
@@ -499,13 +514,17 @@ def _trace_id_param(request: web.Request) -> str | None:
     return raw
 
 
-def _neighbours(day: str) -> tuple[str, str]:
+def _neighbours(day: str, today: str) -> tuple[str, str]:
     """The days before and after ``day`` (already validated by the store); none after today."""
     moment = date.fromisoformat(day)
     before = (moment - timedelta(days=1)).isoformat()
     after = (moment + timedelta(days=1)).isoformat()
-    return before, after if after <= _today() else ""
+    return before, after if after <= today else ""
 
 
-def _today() -> str:
-    return utc_day(time.time() * 1000.0)
+def _now_ms(request: web.Request) -> float:
+    return request.app[_CLOCK]() * 1000.0
+
+
+def _today(request: web.Request) -> str:
+    return utc_day(_now_ms(request))

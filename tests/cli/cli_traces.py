@@ -110,11 +110,11 @@ def fast_trace(t0: float) -> list[Span]:
     return [_span(FAST_ID, "3000000000000001", None, "auth", "GET /health", t0, t0 + 3)]
 
 
-def export(redis_url: str, spans: Sequence[Span]) -> None:
+def export(redis_url: str, spans: Sequence[Span], *, prefix: str = "trace:") -> None:
     """Write ``spans`` through ``RedisExporter``, as a service's export task does."""
 
     async def run() -> None:
-        exporter = RedisExporter(redis_url)
+        exporter = RedisExporter(redis_url, prefix=prefix)
         try:
             await exporter.export(spans)
         finally:

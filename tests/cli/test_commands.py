@@ -175,10 +175,28 @@ def test_errors_lists_the_failed_trace_of_its_day(stored: str) -> None:
 
 def test_errors_default_to_today(redis_url: str) -> None:
     now = recent_start(0)
-    export(redis_url, failed_trace(now))
+    # The same trace a minute on too: the command may run after midnight UTC.
+    export(redis_url, [*failed_trace(now), *failed_trace(now + 60_000)])
     result = run(redis_url, "errors")
     assert result.exit_code == 0
     assert [row[0] for row in rows(result)] == ["TRACE ID", FAILED_ID]
+
+
+@pytest.mark.parametrize("seconds_into_the_day", [0, 1, 86_399])
+def test_errors_default_to_the_day_of_the_commands_clock(
+    redis_url: str, seconds_into_the_day: int
+) -> None:
+    # The hidden --now fixes the clock the default day is taken from, so the test
+    # can place itself at midnight and at 23:59:59 UTC on any date.
+    today_start = recent_start(0) // 86_400_000 * 86_400_000
+    now = today_start + seconds_into_the_day * 1000.0
+    export(redis_url, failed_trace(now))
+    now_text = datetime.fromtimestamp(now / 1000, UTC).isoformat()
+    result = run(redis_url, "--now", now_text, "errors")
+    assert result.exit_code == 0, result.output
+    assert [row[0] for row in rows(result)] == ["TRACE ID", FAILED_ID]
+    before = run(redis_url, "--now", now_text, "errors", "--day", utc_day(now - 86_400_000))
+    assert before.stdout.startswith("no traces with errors on ")
 
 
 def test_errors_on_a_quiet_day_say_so(stored: str) -> None:

@@ -56,13 +56,56 @@ def test_table_without_errors_has_no_error_column_and_marks_unknowns() -> None:
     )
 
 
-def test_narrow_table_shares_the_room_between_root_and_error() -> None:
-    lines = render_trace_table([TraceRow.of(FAILED)], width=100).splitlines()
+def test_a_wide_terminal_shows_every_column_on_one_line() -> None:
+    table = render_trace_table([TraceRow.of(FAILED), TraceRow.of(SLOW)], width=160)
+    assert table == render_trace_table([TraceRow.of(FAILED), TraceRow.of(SLOW)])
+
+
+def test_root_gives_way_to_the_error_text_first() -> None:
+    lines = render_trace_table([TraceRow.of(FAILED)], width=140).splitlines()
     assert lines[1] == (
         "0af7651916cd43dd8448eb211c80319c  11-27 09:41:01     80 ms  error   "
-        "api-gateway POST /check…  CardP…"
+        "api-gateway POST /check…  CardProcessorError: card processor unavailable"
     )
-    assert all(len(line) <= 100 for line in lines)
+    assert max(len(line) for line in lines) == 140
+
+
+def test_at_80_columns_errors_go_whole_under_their_rows() -> None:
+    rows = [TraceRow.of(FAILED), TraceRow.of(SLOW), TraceRow(GONE, duration_ms=1200.0)]
+    assert render_trace_table(rows, width=80) == "\n".join(
+        [
+            "TRACE ID                          DURATION  ROOT",
+            "0af7651916cd43dd8448eb211c80319c     80 ms  api-gateway POST /checkout",
+            "  ✗ CardProcessorError: card processor unavailable",
+            "4bf92f3577b34da6a3ce929d0e0e4736  2,565 ms  api-gateway GET /orders/{id}",
+            "c0ffee00c0ffee00c0ffee00c0ffee00  1,200 ms  -",
+        ]
+    )
+
+
+def test_a_long_error_is_wrapped_never_cut() -> None:
+    long_error = TraceRow.of(FAILED)
+    text = "TimeoutError: the acquirer did not answer within 2 s " * 3
+    row = TraceRow(long_error.trace_id, long_error.started_ms, 80.0, "error", "gw POST /x", text)
+    lines = render_trace_table([row], width=80, ascii_only=True).splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[2].startswith("  x TimeoutError:")
+    assert " ".join(line.strip() for line in lines[2:]).removeprefix("x ") == " ".join(text.split())
+
+
+def test_a_failed_row_without_text_keeps_the_status_column() -> None:
+    silent = TraceRow(GONE, SLOW.start_time, 10.0, "error", "gw GET /", "")
+    lines = render_trace_table([TraceRow.of(FAILED), silent], width=100).splitlines()
+    assert lines[0].split() == ["TRACE", "ID", "STARTED", "UTC", "DURATION", "STATUS", "ROOT"]
+    assert lines[3] == f"{GONE}  11-27 09:40:00     10 ms  error   gw GET /"
+
+
+def test_without_errors_a_narrow_table_drops_the_start_before_cutting_the_root() -> None:
+    lines = render_trace_table([TraceRow.of(SLOW)], width=80).splitlines()
+    assert lines == [
+        "TRACE ID                          DURATION  STATUS  ROOT",
+        "4bf92f3577b34da6a3ce929d0e0e4736  2,565 ms  ok      api-gateway GET /orders/{id}",
+    ]
 
 
 def test_slow_rows_keep_the_slow_order_and_duration() -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "XSS_SCRIPT",
     "SpanSpec",
     "build",
+    "day_safe_now_ms",
     "error_trace",
     "export",
     "fast_checkout",
@@ -29,12 +30,24 @@ __all__ = [
 ]
 
 SLOW_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+_DAY_MS = 86_400_000.0
 XSS_IMG = '<img src=x onerror="window.__xss=1">'
 XSS_SCRIPT = "<script>window.__xss=1</script>"
 
 
 def now_ms() -> float:
     return time.time() * 1000.0
+
+
+def day_safe_now_ms(present_ms: float | None = None) -> float:
+    """Now (or ``present_ms``), or a minute into the UTC day when the day is younger.
+
+    A dashboard whose clock is fixed at this instant sees data written up to a minute
+    before it on its own "today", whatever the time of day the test runs at (the
+    instant is at most a minute ahead: the exporter keeps index entries from the future).
+    """
+    now = now_ms() if present_ms is None else present_ms
+    return max(now, now // _DAY_MS * _DAY_MS + 60_000.0)
 
 
 @dataclass(frozen=True)

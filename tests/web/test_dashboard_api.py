@@ -15,6 +15,7 @@ from dashboard_traces import (
     SLOW_TRACE_ID,
     SpanSpec,
     build,
+    day_safe_now_ms,
     error_trace,
     export,
     fast_checkout,
@@ -37,18 +38,42 @@ UNKNOWN_TRACE_ID = "ab" * 16
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, store: TraceStore) -> Client:
-    return await aiohttp_client(create_app(store))
+def now() -> float:
+    """The dashboard's fixed clock (epoch ms): the failed checkout is 30 s before it,
+    on the same UTC day, so "today" holds it at any hour, midnight included."""
+    return day_safe_now_ms()
+
+
+@pytest.mark.parametrize(
+    "present",
+    [
+        "2026-12-31T23:59:59.999",  # the last instant of a day, a month and a year
+        "2027-01-01T00:00:00",  # the first of the next
+        "2027-01-01T00:00:59.999",
+        "2028-02-29T00:00:30",  # a leap day
+        "2027-03-01T12:00:00",
+    ],
+)
+def test_the_fixed_clock_holds_the_minute_before_it_on_its_own_day(present: str) -> None:
+    present_ms = datetime.fromisoformat(present).replace(tzinfo=UTC).timestamp() * 1000.0
+    fixed = day_safe_now_ms(present_ms)
+    assert 0 <= fixed - present_ms <= 60_000
+    assert utc_day(fixed - 60_000) == utc_day(fixed) == utc_day(present_ms)
 
 
 @pytest.fixture
-async def seeded(redis_url: str) -> None:
+async def client(aiohttp_client: ClientFactory, store: TraceStore, now: float) -> Client:
+    return await aiohttp_client(create_app(store, clock=lambda: now / 1000.0))
+
+
+@pytest.fixture
+async def seeded(redis_url: str, now: float) -> None:
     """The seed's slow checkout, five typical ones and a failed checkout."""
     await export(
         redis_url,
         slow_checkout(),
         *(fast_checkout(number) for number in range(5)),
-        error_trace(ERROR_TRACE_ID),
+        error_trace(ERROR_TRACE_ID, start=now - 30_000),
     )
 
 
@@ -132,19 +157,19 @@ async def test_slow_rows_come_from_the_trace_when_the_index_lost_it(
     assert body["traces"][0]["services"] == ["api-gateway", "auth", "orders", "payment"]
 
 
-async def test_errors_lists_todays_failed_traces(client: Client, seeded: None) -> None:
+async def test_errors_lists_todays_failed_traces(client: Client, seeded: None, now: float) -> None:
     response = await client.get("/api/errors")
     assert response.status == 200
     body = await response.json()
-    assert body["day"] == utc_day(now_ms())
+    assert body["day"] == utc_day(now)
     assert body["total"] == 1
     assert [row["trace_id"] for row in body["traces"]] == [ERROR_TRACE_ID]
     assert body["traces"][0]["status"] == "error"
     assert body["traces"][0]["error"] == "CardDeclined: card declined"
 
 
-async def test_errors_of_another_day(client: Client, redis_url: str) -> None:
-    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+async def test_errors_of_another_day(client: Client, redis_url: str, now: float) -> None:
+    three_days_ago = datetime.fromtimestamp(now / 1000.0, UTC) - timedelta(days=3)
     await export(redis_url, error_trace(ERROR_TRACE_ID, start=three_days_ago.timestamp() * 1000))
     day = three_days_ago.strftime("%Y-%m-%d")
     body = await (await client.get(f"/api/errors?day={day}")).json()
@@ -152,6 +177,20 @@ async def test_errors_of_another_day(client: Client, redis_url: str) -> None:
     assert [row["trace_id"] for row in body["traces"]] == [ERROR_TRACE_ID]
     today = await (await client.get("/api/errors")).json()
     assert today["traces"] == []
+
+
+async def test_today_is_the_day_of_the_dashboards_clock(
+    aiohttp_client: ClientFactory, store: TraceStore, redis_url: str
+) -> None:
+    then = day_safe_now_ms(now_ms() - 3 * 86_400_000)
+    await export(redis_url, error_trace(ERROR_TRACE_ID, start=then - 30_000))
+    client = await aiohttp_client(create_app(store, clock=lambda: then / 1000.0))
+    body = await (await client.get("/api/errors")).json()
+    assert body["day"] == utc_day(then)
+    assert [row["trace_id"] for row in body["traces"]] == [ERROR_TRACE_ID]
+    page = await (await client.get("/?view=errors")).text()
+    assert f'name="day" value="{utc_day(then)}"' in page
+    assert "&rarr;" not in page  # no day after the clock's today
 
 
 @pytest.mark.parametrize("day", ["yesterday", "2026-02-30", "2026-1-1", "../x"])
@@ -360,15 +399,15 @@ async def test_traces_page_lists_recent_traces_with_links(client: Client, seeded
     assert text.count('<tr class="') == 7
 
 
-async def test_traces_page_views(client: Client, seeded: None) -> None:
+async def test_traces_page_views(client: Client, seeded: None, now: float) -> None:
     slow = await (await client.get("/?view=slow")).text()
     assert f"/traces/{SLOW_TRACE_ID}" in slow
     assert f"/traces/{ERROR_TRACE_ID}" not in slow
     errors = await (await client.get("/?view=errors")).text()
     assert f"/traces/{ERROR_TRACE_ID}" in errors
-    today = utc_day(now_ms())
+    today = utc_day(now)
     assert f'name="day" value="{today}"' in errors
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    yesterday = utc_day(now - 86_400_000)
     assert f'href="/?view=errors&amp;day={yesterday}"' in errors
     assert "&rarr;" not in errors  # no day after today
     search = await (await client.get("/?view=search&service=payment")).text()
@@ -394,8 +433,10 @@ async def test_traces_page_rejects_an_unknown_view(client: Client) -> None:
     assert "view must be one of" in await response.text()
 
 
-async def test_expired_error_traces_are_counted_not_linked(client: Client, redis_url: str) -> None:
-    day = utc_day(now_ms())
+async def test_expired_error_traces_are_counted_not_linked(
+    client: Client, redis_url: str, now: float
+) -> None:
+    day = utc_day(now)
     async with aioredis.Redis.from_url(redis_url) as redis:
         await redis.sadd(keys.errors_key(day), UNKNOWN_TRACE_ID)
     text = await (await client.get("/?view=errors")).text()

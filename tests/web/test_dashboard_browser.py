@@ -23,6 +23,8 @@ from dashboard_traces import (
 )
 from page_problems import PageProblems
 
+from asynctrace.model import utc_day
+
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
@@ -47,14 +49,18 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 @pytest.fixture
-async def seeded(redis_url: str) -> None:
+async def seeded(redis_url: str) -> str:
+    """The traces the pages show; returns the failed checkout's UTC day."""
+    failed = error_trace(ERROR_TRACE_ID)
     await export(
         redis_url,
         slow_checkout(),
         *(fast_checkout(number) for number in range(5)),
-        error_trace(ERROR_TRACE_ID),
+        failed,
         xss_trace(XSS_TRACE_ID),
     )
+    # Named, not "today": the test may run across midnight UTC.
+    return utc_day(failed[0].start_time)
 
 
 async def test_trace_page_draws_one_bar_per_span_with_the_critical_path(
@@ -185,12 +191,12 @@ async def test_a_thousand_span_trace_stays_usable(
     assert problems.messages == []
 
 
-async def test_listings_link_to_the_trace(page: Page, dashboard_url: str, seeded: None) -> None:
+async def test_listings_link_to_the_trace(page: Page, dashboard_url: str, seeded: str) -> None:
     problems = PageProblems(page)
     await page.goto(f"{dashboard_url}?view=slow")
     await page.locator("a.op", has_text="GET /checkout").click()
     await page.wait_for_url(f"**/traces/{SLOW_TRACE_ID}")
-    await page.goto(f"{dashboard_url}?view=errors")
+    await page.goto(f"{dashboard_url}?view=errors&day={seeded}")
     await page.locator("a.op", has_text="POST /checkout").click()
     await page.wait_for_url(f"**/traces/{ERROR_TRACE_ID}")
     assert "payment" in await page.locator(".span-row.origin").inner_text()

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from page_problems import PageProblems
 
 from asynctrace.demo import DemoResult, run_demo
+from asynctrace.model import utc_day
 from asynctrace.store import TraceStore
 from asynctrace.web import create_app
 
@@ -70,7 +71,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def test_demo_traces_lead_from_the_lists_to_the_bottleneck_and_the_failing_payment(
-    page: Page, demo: DemoResult, demo_dashboard_url: str
+    page: Page, demo: DemoResult, demo_dashboard_url: str, demo_client: aioredis.Redis
 ) -> None:
     problems = PageProblems(page)
 
@@ -97,7 +98,10 @@ async def test_demo_traces_lead_from_the_lists_to_the_bottleneck_and_the_failing
     await page.screenshot(path=SCREENSHOTS / "demo-slow-trace.png", full_page=True)
 
     # The error list names the failed checkout; its row opens on the error chain.
-    await page.goto(f"{demo_dashboard_url}?view=errors")
+    # Its day, not "today": the demo may have run just before midnight UTC.
+    failed = await TraceStore(demo_client).get_trace(demo.error_trace_id)
+    assert failed is not None
+    await page.goto(f"{demo_dashboard_url}?view=errors&day={utc_day(failed.start_time)}")
     await page.locator(f'a.op[href="/traces/{demo.error_trace_id}"]').click()
     await page.wait_for_url(f"**/traces/{demo.error_trace_id}")
     chain = page.locator("#error-chain")
