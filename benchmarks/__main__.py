@@ -1,4 +1,4 @@
-"""``python -m benchmarks [NAME ...] [--quick] [--json PATH]``: run, print, save."""
+"""``python -m benchmarks [NAME ...] [--quick] [--loop uvloop] [--json PATH]``: run, print, save."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from benchmarks import (
     service_chain,
     span_cost,
 )
+from benchmarks.loops import LOOPS, loop_name, use_loop
 from benchmarks.options import Options
 from benchmarks.report import ScenarioResult, machine_info, render, write_json
 
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         "aiohttp loop",
     )
     parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="event loop for every scenario and the apps it serves (uvloop: pip install uvloop)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"where to write results ({DEFAULT_JSON})"
     )
     args = parser.parse_args(argv)
@@ -57,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
         )
     names = args.names or list(SCENARIOS)
+    try:
+        use_loop(args.loop)
+    except RuntimeError as exc:
+        parser.error(str(exc))
     command = shlex.join(
         ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
     )
     machine = machine_info()
+    machine["loop"] = loop_name()
     print(
         f"# {command}\n# {machine['cpu_model']}, {machine['cpu_count']} CPUs, Python "
-        f"{machine['python']}, {machine['redis_server'] or 'redis-server ?'}",
+        f"{machine['python']}, {machine['redis_server'] or 'redis-server ?'}, "
+        f"{machine['loop']} loop",
         flush=True,
     )
     options = Options(quick=args.quick, load_tool=args.load_tool)

@@ -37,6 +37,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 import asynctrace
 from asynctrace.ids import new_span_id, new_trace_id
 from benchmarks import otel
+from benchmarks.loops import use_loop_from_env
 
 __all__ = ["CHAIN", "MODES", "DropEverything", "build_app", "build_chain", "hello"]
 
@@ -230,6 +231,7 @@ async def _serve(
 
 
 def main(argv: list[str]) -> None:
+    use_loop_from_env()
     if argv[0] == "chain":
         traced = argv[1] == "traced"
         ports = [int(port) for port in argv[2:7]]

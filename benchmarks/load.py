@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.loops import use_loop_from_env
+
 __all__ = ["LoadResult", "choose_generator", "ensure_wrk", "load_rounds", "run_load"]
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -186,4 +188,5 @@ async def _loop(url: str, connections: int, seconds: float) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    use_loop_from_env()
     print(json.dumps(asyncio.run(_loop(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))))

@@ -1,7 +1,9 @@
 """``python -m benchmarks --quick`` runs every scenario and reports in the right shape.
 
 Only the shape is checked, never a timing: each scenario runs once, quickly, in its
-own process (all six at once), and must print its table and write its JSON.
+own process (all at once), and must print its table and write its JSON. Every other
+scenario runs on uvloop (``--loop uvloop``), so both loops are exercised, the served
+apps and load loops of the HTTP scenarios included.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from asynctrace.tracer import reset_tracer
 from benchmarks import instructions
 from benchmarks.__main__ import SCENARIOS
 from benchmarks.instructions import CASES
+from benchmarks.loops import LOOPS
 from tests.blocked_imports import python_without
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +32,7 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
     # wrk only when it is already there: the suite never installs packages.
     load_tool = "auto" if shutil.which("wrk") else "loop"
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    loops = {name: LOOPS[number % 2] for number, name in enumerate(SCENARIOS)}
     runs = {
         name: subprocess.Popen(
             [
@@ -37,6 +41,8 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
                 "benchmarks",
                 name,
                 "--quick",
+                "--loop",
+                loops[name],
                 "--load-tool",
                 load_tool,
                 "--json",
@@ -69,6 +75,8 @@ def test_every_scenario_runs_quickly_and_reports_tables_and_json(tmp_path: Path)
         assert report["quick"] is True
         assert report["command"].startswith("python -m benchmarks")
         assert report["machine"]["cpu_count"] >= 1
+        assert report["machine"]["loop"] == loops[name]
+        assert f", {loops[name]} loop\n" in stdout
         assert report["packages"]["asynctrace"]
         scenario = report["scenarios"][name]
         assert scenario["title"].startswith(f"{number}. ")

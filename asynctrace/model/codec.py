@@ -7,10 +7,12 @@ holds the fast paths to ``json.dumps`` of ``Span.to_dict()``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from asynctrace.ids import is_valid_span_id, is_valid_trace_id
 from asynctrace.model.span import (
@@ -38,10 +40,11 @@ __all__ = [
 def encode_span(span: Span) -> str:
     """Compact span JSON, as the seed's ``JSON.stringify`` wrote it.
 
-    Byte for byte ``json.dumps(span.to_dict(), separators=(",", ":"),
-    ensure_ascii=False)``, about three times as fast (the exporter encodes every
-    span; ``tests/test_model_codec.py`` holds the two to the same bytes).
-    Raises what that ``json.dumps`` would raise for a value JSON cannot hold.
+    For string tags (``Span.tags`` is ``dict[str, str]``) byte for byte
+    ``json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False)``, written
+    by orjson in a fraction of the time (the exporter encodes every span;
+    ``tests/test_model_codec.py`` holds the two to the same bytes). Raises what that
+    ``json.dumps`` would raise for a value JSON cannot hold.
     """
     try:
         text = _encode_span_fast(span)
@@ -54,27 +57,16 @@ def _encode_span_reference(span: Span) -> str:
     return json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-# The fast encoder writes the fixed field order itself and leaves strings to json's
-# own C string encoder, so escaping is exactly json.dumps's. None without the C
-# accelerator (PyPy): encode_span then always takes the reference path.
-_json_string: Callable[[str], str] | None = getattr(json.encoder, "c_encode_basestring", None)
-_make_json_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+# orjson writes what json.dumps(..., separators=(",", ":"), ensure_ascii=False) writes
+# for str, None, int and the floats span JSON holds: multiples of 0.001 below 2**42,
+# which both print as their shortest round-trip digits with no exponent (checked on
+# millions of values; the property tests hold the two encoders to the same bytes).
+# It refuses lone surrogates, which json.dumps writes through: the reference path
+# takes those spans.
+_dumps = orjson.dumps
 
-
-def _not_json(value: object) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# Tags are encoded by json's C encoder with json.dumps's settings, except that it does
-# not look for reference cycles (markers=None): a cyclic value recurses until
-# RecursionError, and the reference path then raises json.dumps's own error.
-_json_object = (
-    _make_json_encoder(None, _not_json, _json_string, None, ":", ",", False, False, True)
-    if _make_json_encoder is not None and _json_string is not None
-    else None
-)
 # The decimals of 0..999 microseconds as repr writes them: no trailing zeros ("5" for
-# 500, "0" for 0).
+# 500, "0" for 0). The index score is written from them: no float formatting at all.
 _DECIMALS = tuple(f"{micros:03d}".rstrip("0") or "0" for micros in range(1000))
 
 
@@ -86,54 +78,48 @@ def _ms_json(value: float) -> str:
     return f"{micros // 1000}.{_DECIMALS[micros % 1000]}"
 
 
-def _encode_span_fast(span: Span) -> str | None:
-    string = _json_string
-    encode_object = _json_object
-    if string is None or encode_object is None:
-        return None
-    times = _times_json(span)
-    if times is None:
-        return None
-    start, end, duration = times
-    parent = span.parent_span_id
-    tags = span._tags
-    logs = span._logs
-    # The seed's field order; _encode_indexed_fast writes the same layout.
-    return (
-        f'{{"traceId":{string(span.trace_id)},"spanId":{string(span.span_id)},'
-        f'"parentSpanId":{"null" if parent is None else string(parent)},'
-        f'"service":{string(span.service)},"operation":{string(span.operation)},'
-        f'"kind":{string(span.kind)},'
-        f'"startTime":{start},"endTime":{end},"duration":{duration},'
-        f'"status":{string(span.status)},'
-        f'"tags":{"".join(encode_object(tags, 0)) if tags else "{}"},'
-        f'"logs":{_encode_logs_fast(logs) if logs else "[]"}}}'
-    )
-
-
-def _times_json(span: Span) -> tuple[str, str, str] | None:
-    """The JSON of a span's (start, end, duration), or None for the reference path."""
+def _span_fields(span: Span) -> dict[str, Any] | None:
+    """The span JSON object with times rounded to the microsecond, for orjson; None
+    when a time is not a plain float in [0, 2**42) (the reference path rounds it)."""
     start = span.start_time
     duration = span.duration
     end = start + duration
-    # _ms_json inlined for the three times: this runs for every exported span.
     if not (
         type(start) is float
-        and type(end) is float
         and type(duration) is float
         and 0.0 <= start < _FAST_MS_LIMIT
         and 0.0 <= end < _FAST_MS_LIMIT
         and 0.0 <= duration < _FAST_MS_LIMIT
     ):
         return None
-    decimals = _DECIMALS
-    micros = round(start * 1000.0)
-    start_text = f"{micros // 1000}.{decimals[micros % 1000]}"
-    micros = round(end * 1000.0)
-    end_text = f"{micros // 1000}.{decimals[micros % 1000]}"
-    micros = round(duration * 1000.0)
-    duration_text = f"{micros // 1000}.{decimals[micros % 1000]}"
-    return start_text, end_text, duration_text
+    logs = span._logs
+    # round_ms inlined for the three times: this runs for every exported span.
+    return {
+        "traceId": span.trace_id,
+        "spanId": span.span_id,
+        "parentSpanId": span.parent_span_id,
+        "service": span.service,
+        "operation": span.operation,
+        "kind": span.kind,
+        "startTime": round(start * 1000.0) / 1000.0,
+        "endTime": round(end * 1000.0) / 1000.0,
+        "duration": round(duration * 1000.0) / 1000.0,
+        "status": span.status,
+        "tags": span._tags or {},
+        "logs": _logs_fields(logs) if logs else [],
+    }
+
+
+def _logs_fields(logs: list[SpanLog]) -> list[dict[str, Any]]:
+    return [
+        {"timestamp": round_ms(log.timestamp), "message": log.message, "level": log.level}
+        for log in logs
+    ]
+
+
+def _encode_span_fast(span: Span) -> str | None:
+    fields = _span_fields(span)
+    return None if fields is None else _dumps(fields).decode()
 
 
 def encode_indexed_span(span: Span) -> tuple[str, str, str]:
@@ -142,8 +128,8 @@ def encode_indexed_span(span: Span) -> tuple[str, str, str]:
     ``round_ms(start_time)``.
 
     The exporter's path for local roots and error spans: both JSON documents hold the
-    same ids, names and times, which are encoded once here (a time's text costs as
-    much as all of a span's strings). Raises what ``encode_span`` raises.
+    same ids, names and times, which are rounded once here. Raises what
+    ``encode_span`` raises.
     """
     try:
         texts = _encode_indexed_fast(span)
@@ -154,54 +140,28 @@ def encode_indexed_span(span: Span) -> tuple[str, str, str]:
     return encode_span(span), repr(round_ms(span.start_time)), encode_index_entry(span)
 
 
-# string(_index_error(span)) of a span whose status is not "error".
-_NO_ERROR_JSON = '""'
-
-
 def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
-    string = _json_string
-    encode_object = _json_object
-    if string is None or encode_object is None:
+    fields = _span_fields(span)
+    if fields is None:
         return None
-    times = _times_json(span)
-    if times is None:
-        return None
-    start, end, duration = times
-    trace_id = string(span.trace_id)
-    span_id = string(span.span_id)
-    service = string(span.service)
-    operation = string(span.operation)
-    status_text = span.status
-    status = string(status_text)
-    parent = span.parent_span_id
-    tags = span._tags
-    logs = span._logs
-    # The layout of _encode_span_fast, then of _index_json_fast, from the same texts.
-    span_json = (
-        f'{{"traceId":{trace_id},"spanId":{span_id},'
-        f'"parentSpanId":{"null" if parent is None else string(parent)},'
-        f'"service":{service},"operation":{operation},"kind":{string(span.kind)},'
-        f'"startTime":{start},"endTime":{end},"duration":{duration},"status":{status},'
-        f'"tags":{"".join(encode_object(tags, 0)) if tags else "{}"},'
-        f'"logs":{_encode_logs_fast(logs) if logs else "[]"}}}'
-    )
-    index_json = (
-        f"[{trace_id},{span_id},{service},{operation},{status},{duration},"
-        f"{start},{1 if parent is None else 0},"
-        f"{string(_index_error(span)) if status_text == 'error' else _NO_ERROR_JSON}]"
-    )
-    return span_json, start, index_json
-
-
-def _encode_logs_fast(logs: list[SpanLog]) -> str:
-    string = _json_string
-    assert string is not None
-    entries = [
-        f'{{"timestamp":{_ms_json(log.timestamp)},"message":{string(log.message)},'
-        f'"level":{string(log.level)}}}'
-        for log in logs
+    start = fields["startTime"]
+    micros = round(start * 1000.0)
+    index = [
+        fields["traceId"],
+        fields["spanId"],
+        fields["service"],
+        fields["operation"],
+        fields["status"],
+        fields["duration"],
+        start,
+        1 if fields["parentSpanId"] is None else 0,
+        _index_error(span) if fields["status"] == "error" else "",
     ]
-    return f"[{','.join(entries)}]"
+    return (
+        _dumps(fields).decode(),
+        f"{micros // 1000}.{_DECIMALS[micros % 1000]}",
+        _dumps(index).decode(),
+    )
 
 
 def decode_span(raw: str | bytes) -> Span:
@@ -244,17 +204,29 @@ def _index_json_fast(
     error: str,
 ) -> str | None:
     """An index entry's compact JSON array, or None when a value needs the reference path."""
-    string = _json_string
-    if string is None:
-        return None
     try:
-        return (
-            f"[{string(trace_id)},{string(span_id)},{string(service)},"
-            f"{string(operation)},{string(status)},{_ms_json(duration)},"
-            f"{_ms_json(start_time)},{1 if is_root else 0},{string(error)}]"
-        )
+        return _dumps(
+            [
+                trace_id,
+                span_id,
+                service,
+                operation,
+                status,
+                round(_checked_ms(duration) * 1000.0) / 1000.0,
+                round(_checked_ms(start_time) * 1000.0) / 1000.0,
+                1 if is_root else 0,
+                error,
+            ]
+        ).decode()
     except Exception:
         return None  # an unusual value: the reference path encodes it, or raises
+
+
+def _checked_ms(value: float) -> float:
+    """``value`` when it is a plain float in [0, 2**42), else raise."""
+    if type(value) is not float or not 0.0 <= value < _FAST_MS_LIMIT:
+        raise ValueError("not a plain float in range")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
