@@ -169,14 +169,25 @@ class TraceView:
 
     @property
     def top_deviations(self) -> list[tuple[OperationDeviation, str, str]]:
-        """Up to three operations furthest from typical, with their label and class."""
-        out = []
-        for deviation in self.comparison.deviations[:3]:
-            label, css = _versus_typical(deviation)
-            if css in ("slower", "faster"):
-                out.append((deviation, f"{label} vs typical", css))
-            elif css == "new":
-                out.append((deviation, label, css))
+        """Up to three operations whose own time is furthest from typical, each with
+        its label and class.
+
+        Own (self) time, not duration: a slow span makes each of its ancestors slower
+        by the same amount, and the card names the difference once, where it is.
+        """
+        out: list[tuple[OperationDeviation, str, str]] = []
+        # A finding must matter to the whole request too: a twentieth of its
+        # typical duration (1.1 ms more in an 80 ms request is not one).
+        floor_ms = 0.05 * (self.comparison.median_duration_ms or 0.0)
+        for deviation in self.comparison.by_own_time:
+            if len(out) == 3 or abs(deviation.self_diff_ms) < floor_ms:
+                break
+            if deviation.median_count == 0:
+                out.append((deviation, "not in typical", "new"))
+                continue
+            own = _delta(deviation.self_diff_ms, deviation.median_self_ms)
+            if own is not None:
+                out.append((deviation, f"{own[0]} own time vs typical", own[1]))
         return out
 
     def page_data(self) -> dict[str, Any]:
@@ -320,18 +331,29 @@ def _ticks(extent: float) -> tuple[Tick, ...]:
 def _versus_typical(deviation: OperationDeviation) -> tuple[str, str]:
     """A short label for a row's "vs typical" column and its CSS class.
 
-    The class is slower, faster, typical, or new (the typical trace does not run
-    the operation at all).
+    The label is the difference in duration. The class is slower or faster when the
+    span's own time made the difference, inherited when its children did (it then
+    reads muted, so only the span that owns a difference stands out), typical, or
+    new (the typical trace does not run the operation at all).
     """
     if deviation.median_count == 0:
         return ("not in typical", "new")
+    total = _delta(deviation.diff_ms, deviation.median_ms)
+    if total is None:
+        return ("typical", "typical")
+    own = _delta(deviation.self_diff_ms, deviation.median_self_ms)
+    return (total[0], "inherited" if own is None else own[1])
+
+
+def _delta(diff_ms: float, median_ms: float) -> tuple[str, str] | None:
+    """``+2,456 ms`` and slower (or faster), None when the difference is noise."""
     # Within a fifth of the median (and at least 1 ms) is noise, not a finding.
-    threshold = max(1.0, 0.2 * deviation.median_ms)
-    if deviation.diff_ms > threshold:
-        return (f"+{format_ms(deviation.diff_ms)}", "slower")
-    if deviation.diff_ms < -threshold:
-        return (f"\u2212{format_ms(-deviation.diff_ms)}", "faster")
-    return ("typical", "typical")
+    threshold = max(1.0, 0.2 * median_ms)
+    if diff_ms > threshold:
+        return (f"+{format_ms(diff_ms)}", "slower")
+    if diff_ms < -threshold:
+        return (f"\u2212{format_ms(-diff_ms)}", "faster")
+    return None
 
 
 def _typical_detail(deviation: OperationDeviation | None, comparison: Comparison) -> str:
@@ -341,7 +363,11 @@ def _typical_detail(deviation: OperationDeviation | None, comparison: Comparison
     here = f"{_calls(deviation.count)}, {format_ms(deviation.duration_ms)} in this trace"
     typical = f"{_calls(deviation.median_count)}, {format_ms(deviation.median_ms)}"
     plural = "trace" if comparison.sample_size == 1 else "traces"
-    return f"{here}; typically {typical} (median of {comparison.sample_size} similar {plural})"
+    own = (
+        f"; own time {format_ms(deviation.self_ms)}, "
+        f"typically {format_ms(deviation.median_self_ms)}"
+    )
+    return f"{here}; typically {typical} (median of {comparison.sample_size} similar {plural}){own}"
 
 
 def _calls(count: float) -> str:

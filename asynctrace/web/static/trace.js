@@ -36,6 +36,59 @@
       element.style.width = element.dataset.width + "%";
     }
   }
+  // -- operation names beside their bars ------------------------------------------
+  // A name goes right of its bar when it fits there, else left of it, else inside
+  // it on a light backing. Text widths are measured once, while every row is shown;
+  // a resize only moves the names.
+
+  const GAP_PX = 6;
+  const barLabels = rows.map(function (row) {
+    return row.querySelector(".bar-label");
+  });
+  const labelWidths = barLabels.map(function (label) {
+    return label ? label.offsetWidth : 0;
+  });
+
+  function placeBarLabels() {
+    const timeline = rows.length ? rows[0].querySelector(".timeline") : null;
+    const width = timeline ? timeline.clientWidth : 0;
+    if (width === 0) {
+      return;
+    }
+    barLabels.forEach(function (label, index) {
+      if (!label) {
+        return;
+      }
+      const text = labelWidths[index];
+      const start = (Number(label.dataset.barLeft) / 100) * width;
+      const end = (Number(label.dataset.barEnd) / 100) * width;
+      let place = "inside";
+      let left = Math.max(start + GAP_PX, 0);
+      if (end + GAP_PX + text <= width) {
+        place = "after";
+        left = end + GAP_PX;
+      } else if (start - GAP_PX - text >= 0) {
+        place = "before";
+        left = start - GAP_PX - text;
+      }
+      label.dataset.place = place;
+      label.style.left = left + "px";
+      label.style.maxWidth = Math.max(0, width - left - 2) + "px";
+    });
+  }
+
+  placeBarLabels();
+  let resizePending = false;
+  window.addEventListener("resize", function () {
+    if (!resizePending) {
+      resizePending = true;
+      requestAnimationFrame(function () {
+        resizePending = false;
+        placeBarLabels();
+      });
+    }
+  });
+
   const ticks = waterfall.querySelectorAll(".tick");
   if (ticks.length > 1) {
     waterfall.style.setProperty("--tick-step", ticks[1].dataset.left + "%");
