@@ -314,16 +314,16 @@ class MapView:
 
 # Sizes in SVG units (1 unit = 1 CSS px at natural size). Character widths are
 # generous estimates for the 13 px bold node names and 11.5 px edge labels.
-_MARGIN = 20.0
+_MARGIN = 28.0
 _NAME_CHAR = 8.6
 _LABEL_CHAR = 6.7
 _MAX_NAME = 30
 _NODE_PAD = 16.0
-_NODE_MIN_W = 96.0
-_NODE_MIN_H = 46.0
-_PORT_GAP = 30.0
-_ROW_GAP = 40.0
-_TARGET_WIDTH = 1300.0
+_NODE_MIN_W = 110.0
+_NODE_MIN_H = 54.0
+_PORT_GAP = 34.0
+_ROW_GAP = 60.0
+_TARGET_WIDTH = 1340.0
 _MIN_COLUMN_GAP = 240.0
 _MAX_COLUMN_GAP = 480.0
 # An edge whose error rate reaches this is drawn as failing.

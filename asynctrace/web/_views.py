@@ -60,6 +60,9 @@ _DETAIL_FIELDS = (
     "Span id",
     "Parent span id",
 )
+# A difference smaller than this share of the typical request's duration is not shown
+# as a finding, however large against the operation's own median.
+_FINDING_SHARE = 0.05
 # A tick label sits right of its line; past this (percent) it would run off the axis.
 _LAST_TICK_LABEL = 88.0
 
@@ -176,9 +179,7 @@ class TraceView:
         by the same amount, and the card names the difference once, where it is.
         """
         out: list[tuple[OperationDeviation, str, str]] = []
-        # A finding must matter to the whole request too: a twentieth of its
-        # typical duration (1.1 ms more in an 80 ms request is not one).
-        floor_ms = 0.05 * (self.comparison.median_duration_ms or 0.0)
+        floor_ms = _FINDING_SHARE * (self.comparison.median_duration_ms or 0.0)
         for deviation in self.comparison.by_own_time:
             if len(out) == 3 or abs(deviation.self_diff_ms) < floor_ms:
                 break
@@ -241,6 +242,9 @@ def trace_view(trace: Trace, similar: Sequence[Trace]) -> TraceView:
     if extent <= 0:
         extent = 1.0
 
+    # A row's difference must matter to the whole request: a twentieth of its
+    # typical duration (2.7 ms more in an 80 ms request is noise, not a finding).
+    floor_ms = _FINDING_SHARE * (comparison.median_duration_ms or 0.0)
     segments_of: dict[str, list[CriticalSegment]] = {}
     for segment in critical:
         segments_of.setdefault(segment.span.span_id, []).append(segment)
@@ -251,7 +255,7 @@ def trace_view(trace: Trace, similar: Sequence[Trace]) -> TraceView:
     for (span, depth), count in zip(ordered, descendants, strict=True):
         segments = segments_of.get(span.span_id, [])
         deviation = comparison.by_span_id.get(span.span_id)
-        label, css = _versus_typical(deviation) if deviation is not None else ("", "")
+        label, css = ("", "") if deviation is None else _versus_typical(deviation, floor_ms)
         rows.append(
             SpanRow(
                 span=span,
@@ -328,21 +332,25 @@ def _ticks(extent: float) -> tuple[Tick, ...]:
     return tuple(ticks)
 
 
-def _versus_typical(deviation: OperationDeviation) -> tuple[str, str]:
+def _versus_typical(deviation: OperationDeviation, floor_ms: float) -> tuple[str, str]:
     """A short label for a row's "vs typical" column and its CSS class.
 
     The label is the difference in duration. The class is slower or faster when the
-    span's own time made the difference, inherited when its children did (it then
+    span's own time made (at least half of) the difference, inherited when its
+    children did (it then
     reads muted, so only the span that owns a difference stands out), typical, or
     new (the typical trace does not run the operation at all).
     """
     if deviation.median_count == 0:
         return ("not in typical", "new")
     total = _delta(deviation.diff_ms, deviation.median_ms)
-    if total is None:
+    if total is None or abs(deviation.diff_ms) < floor_ms:
         return ("typical", "typical")
     own = _delta(deviation.self_diff_ms, deviation.median_self_ms)
-    return (total[0], "inherited" if own is None else own[1])
+    # The span owns its difference when its own time makes at least half of it.
+    if own is None or abs(deviation.self_diff_ms) < 0.5 * abs(deviation.diff_ms):
+        return (total[0], "inherited")
+    return (total[0], own[1])
 
 
 def _delta(diff_ms: float, median_ms: float) -> tuple[str, str] | None:
