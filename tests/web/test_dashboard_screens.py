@@ -1,38 +1,21 @@
 """The dashboard as a new user sees it: headless Chromium at 1400 x 1000 on the demo's data.
 
-The demo runs once for the module (its slow checkout takes 2.5 s) into a fakeredis
-server; each test serves that server's data to Chromium, checks what issue 15 found
-wrong on one page, and saves a screenshot of the page to ``artifacts/screenshots/``
-(``ASYNCTRACE_ARTIFACTS`` moves the directory). The Patterns page also needs weeks
-of history the demo cannot make in seconds: four weeks of requests are written
-through ``RedisExporter`` at past hours, relative to the present so the test passes
-on any date.
+Each test serves the demo's traces (and four weeks of history for the Patterns
+page; see ``demo_data.py``) to Chromium, checks what issue 15 found wrong on one
+page, and saves a screenshot of the page (``screenshots.py`` says where).
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
-import os
-import random
 import re
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-import fakeredis
 import pytest
-from aiohttp.test_utils import TestServer
+from demo_data import PATTERN_OPERATION, PATTERN_SERVICE, DemoData
 from page_problems import PageProblems
-
-from asynctrace.demo import DemoResult, run_demo
-from asynctrace.export import RedisExporter
-from asynctrace.model import Span
-from asynctrace.store import TraceStore
-from asynctrace.web import create_app
+from screenshots import screenshot_path
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Locator, Page
@@ -40,95 +23,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 WIDTH, HEIGHT = 1400, 1000
-HOUR_MS = 3_600_000.0
-WEEK_MS = 168 * HOUR_MS
-PATTERN_SERVICE = "reports"
-PATTERN_OPERATION = "GET /reports/{report_id}"
-
-
-def _artifacts() -> Path:
-    configured = os.environ.get("ASYNCTRACE_ARTIFACTS")
-    base = Path(configured) if configured else Path(__file__).resolve().parents[2] / "artifacts"
-    return base / "screenshots"
-
-
-@dataclass(frozen=True, slots=True)
-class DemoData:
-    """The demo's result and the fakeredis server holding its traces (and the history)."""
-
-    result: DemoResult
-    server: fakeredis.FakeServer
-    hot_hours_ago: tuple[int, ...]
-
-
-def _history(now_ms: float) -> tuple[list[Span], tuple[int, ...]]:
-    """Four weeks of a report endpoint over twenty hours of a day, slow for two hours
-    (49 and 50 hours before this one, and the same hours of each week before)."""
-    rng = random.Random(15)
-    hot = (49, 50)  # hours back from now: the same two hours of every week
-    current_hour = now_ms // HOUR_MS * HOUR_MS
-    spans = []
-    number = 0
-    for week in range(4):
-        for hours_ago in range(40, 60):
-            start_of_hour = current_hour - hours_ago * HOUR_MS - week * WEEK_MS
-            is_hot = hours_ago in hot
-            # A busy and a quiet hour in turn; now and then an hour a little slower.
-            typical = rng.uniform(60, 180) * (1.5 if hours_ago % 7 == 0 else 1.0)
-            for _ in range(24 if is_hot or hours_ago % 3 else 4):
-                number += 1
-                duration = rng.uniform(900, 1400) if is_hot else typical
-                spans.append(
-                    Span.from_dict(
-                        {
-                            "traceId": f"{number:032x}",
-                            "spanId": f"{number:016x}",
-                            "parentSpanId": None,
-                            "service": PATTERN_SERVICE,
-                            "operation": PATTERN_OPERATION,
-                            "kind": "server",
-                            "startTime": start_of_hour + rng.uniform(0, HOUR_MS - 2_000),
-                            "duration": duration,
-                            "status": "ok",
-                            "tags": {},
-                        }
-                    )
-                )
-    return spans, hot
-
-
-@pytest.fixture(scope="module")
-def demo_data() -> DemoData:
-    """Runs the demo (and writes the history) once, on a loop of its own."""
-    server = fakeredis.FakeServer()
-
-    async def fill() -> tuple[DemoResult, tuple[int, ...]]:
-        client = fakeredis.FakeAsyncRedis(server=server)
-        try:
-            async with asyncio.timeout(30):  # a guard: the demo takes about 3 s
-                result = await run_demo(store_client=client, out=io.StringIO())
-                spans, hot = _history(time.time() * 1000.0)
-                exporter = RedisExporter(client=client)
-                await exporter.export(spans)
-                await exporter.shutdown()
-            return result, hot
-        finally:
-            await client.aclose()
-
-    result, hot = asyncio.run(fill())
-    return DemoData(result=result, server=server, hot_hours_ago=hot)
-
-
-@pytest.fixture
-async def base_url(demo_data: DemoData) -> AsyncIterator[str]:
-    client = fakeredis.FakeAsyncRedis(server=demo_data.server)
-    server = TestServer(create_app(TraceStore(client)), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("/"))
-    finally:
-        await server.close()
-        await client.aclose()
 
 
 @pytest.fixture
@@ -141,9 +35,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def _screenshot(page: Page, name: str) -> None:
-    directory = _artifacts()
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-    await page.screenshot(path=directory / f"{name}.png", full_page=True)
+    await page.screenshot(path=await screenshot_path(f"{name}.png"), full_page=True)
 
 
 def _rgb(css: str) -> tuple[float, float, float]:
@@ -178,10 +70,10 @@ async def _is_cut(locator: Locator) -> bool:
 
 
 async def test_the_trace_page_gives_the_timeline_the_room_and_shows_whole_names(
-    page: Page, base_url: str, demo_data: DemoData
+    page: Page, demo_url: str, demo_data: DemoData
 ) -> None:
     problems = PageProblems(page)
-    await page.goto(f"{base_url}traces/{demo_data.result.slow_trace_id}")
+    await page.goto(f"{demo_url}traces/{demo_data.result.slow_trace_id}")
     await _screenshot(page, "trace-slow")
 
     timeline = await page.locator(".span-row .timeline").first.bounding_box()
@@ -234,10 +126,10 @@ async def test_the_trace_page_gives_the_timeline_the_room_and_shows_whole_names(
 
 
 async def test_the_failed_trace_keeps_badges_and_error_hops_on_one_line(
-    page: Page, base_url: str, demo_data: DemoData
+    page: Page, demo_url: str, demo_data: DemoData
 ) -> None:
     problems = PageProblems(page)
-    await page.goto(f"{base_url}traces/{demo_data.result.error_trace_id}")
+    await page.goto(f"{demo_url}traces/{demo_data.result.error_trace_id}")
     await _screenshot(page, "trace-failed")
 
     payment = page.locator(".span-row.origin")
@@ -281,12 +173,12 @@ def _per_s(text: str) -> float:
 
 
 async def test_stats_and_map_show_rates_in_a_unit_that_gives_a_real_number(
-    page: Page, base_url: str
+    page: Page, demo_url: str
 ) -> None:
     problems = PageProblems(page)
-    await page.goto(f"{base_url}stats")
+    await page.goto(f"{demo_url}stats")
     await _screenshot(page, "stats")
-    api = await (await page.request.get(f"{base_url}api/stats?since=24h")).json()
+    api = await (await page.request.get(f"{demo_url}api/stats?since=24h")).json()
     expected = {(row["service"], row["operation"]): row["current"] for row in api["rows"]}
     rows = await page.locator("table.stats tbody tr").all()
     assert len(rows) == len(expected) >= 8
@@ -296,7 +188,7 @@ async def test_stats_and_map_show_rates_in_a_unit_that_gives_a_real_number(
         # Three significant digits: the shown rate is the stored one within 1 %.
         assert _per_s(cells[3]) == pytest.approx(current["count"] / current["seconds"], rel=0.01)
 
-    await page.goto(f"{base_url}map")
+    await page.goto(f"{demo_url}map")
     rates = await page.locator("table.traces tbody td:nth-child(4)").all_inner_texts()
     assert len(rates) == 4
     assert all(_per_s(rate) > 0 for rate in rates)
@@ -306,10 +198,10 @@ async def test_stats_and_map_show_rates_in_a_unit_that_gives_a_real_number(
 
 
 async def test_the_map_flows_left_to_right_with_names_in_their_boxes_and_labels_off_the_lines(
-    page: Page, base_url: str
+    page: Page, demo_url: str
 ) -> None:
     problems = PageProblems(page)
-    await page.goto(f"{base_url}map")
+    await page.goto(f"{demo_url}map")
     await _screenshot(page, "map")
     geometry = await page.locator("svg.service-map").evaluate(_MAP_GEOMETRY)
 
@@ -387,11 +279,11 @@ def _overlap(first: dict[str, float], second: dict[str, float]) -> bool:
 
 
 async def test_the_patterns_heatmap_makes_hot_hours_stand_out_with_a_legend(
-    page: Page, base_url: str, demo_data: DemoData
+    page: Page, demo_url: str, demo_data: DemoData
 ) -> None:
     problems = PageProblems(page)
     query = urlencode({"service": PATTERN_SERVICE, "operation": PATTERN_OPERATION})
-    await page.goto(f"{base_url}patterns?{query}")
+    await page.goto(f"{demo_url}patterns?{query}")
     await _screenshot(page, "patterns")
 
     assert await page.locator(".hot-spots li").count() == 1
