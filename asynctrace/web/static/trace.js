@@ -15,7 +15,7 @@
   const rowIndex = new Map();
   const depths = new Int32Array(rows.length);
   const descendants = new Int32Array(rows.length);
-  const INDENT_PX = 14;
+  const INDENT_PX = 12;
   const MAX_INDENT_DEPTH = 24;
 
   function spanIdOf(row) {
@@ -36,6 +36,22 @@
       element.style.width = element.dataset.width + "%";
     }
   }
+  // -- the service column: as wide as its widest label, the timeline gets the rest --
+
+  function sizeLabelColumn() {
+    // Each row is its own grid, so "max-content" sizes every label to its content;
+    // the widest one then sets the column for all rows (within 120 px .. 30 %).
+    waterfall.style.setProperty("--label-w", "max-content");
+    let need = 0;
+    for (const row of rows) {
+      need = Math.max(need, row.firstElementChild.offsetWidth);
+    }
+    const limit = Math.max(160, 0.3 * waterfall.clientWidth);
+    waterfall.style.setProperty("--label-w", Math.min(Math.max(need + 2, 120), limit) + "px");
+  }
+
+  sizeLabelColumn();
+
   // -- operation names beside their bars ------------------------------------------
   // A name goes right of its bar when it fits there, else left of it, else inside
   // it on a light backing. Text widths are measured once, while every row is shown;
