@@ -27,7 +27,7 @@ HOUR_MS = 3_600_000.0
 WEEK_MS = 168 * HOUR_MS
 PATTERN_SERVICE = "reports"
 PATTERN_OPERATION = "GET /reports/{report_id}"
-_HOT_HOURS_AGO = (49, 50)
+_HOT_HOURS_AGO = (20, 21)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +41,14 @@ class DemoData:
 
 
 def history(now_ms: float) -> list[Span]:
-    """Four weeks of a report endpoint over twenty hours of a day (40 to 59 hours
+    """Four weeks of a report endpoint over twenty hours of a day (12 to 31 hours
     back from this one, and the same hours of each week before), slow in the hours
-    of ``_HOT_HOURS_AGO``."""
+    of ``_HOT_HOURS_AGO`` (the latest within the day traces are kept)."""
     rng = random.Random(15)
     current_hour = now_ms // HOUR_MS * HOUR_MS
     spans: list[Span] = []
     for week in range(4):
-        for hours_ago in range(40, 60):
+        for hours_ago in range(12, 32):
             start_of_hour = current_hour - hours_ago * HOUR_MS - week * WEEK_MS
             is_hot = hours_ago in _HOT_HOURS_AGO
             # A busy and a quiet hour in turn; now and then an hour a little slower.

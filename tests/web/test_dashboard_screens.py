@@ -289,7 +289,8 @@ async def test_the_patterns_heatmap_makes_hot_hours_stand_out_with_a_legend(
     await page.goto(f"{demo_url}patterns?{query}")
     await _screenshot(page, "patterns")
 
-    assert await page.locator(".hot-spots li").count() == 1
+    # One spot, or two when the two hours straddle the week's end (Sunday, Monday).
+    assert await page.locator(".hot-spots li").count() in (1, 2)
     hot = await page.locator("table.heatmap td.hot").all()
     assert len(hot) == len(demo_data.hot_hours_ago)
     # The hot hours are the darkest cells, far from the typical ones and from hours
@@ -301,7 +302,7 @@ async def test_the_patterns_heatmap_makes_hot_hours_stand_out_with_a_legend(
     assert _contrast(hot_colour, empty_colour) >= 4.5
     # The legend names the scale, the typical p95 of the sentence and the markings.
     legend = page.locator(".heat-legend")
-    sentence = await page.locator(".hot-spots li").inner_text()
+    sentence = await page.locator(".hot-spots li").first.inner_text()
     typical = re.search(r"vs ([0-9,.]+ ms) typical", sentence)
     assert typical is not None
     assert typical[1] in await legend.locator(".heat-legend-title").inner_text()
