@@ -97,6 +97,17 @@ async def test_the_trace_page_gives_the_timeline_the_room_and_shows_whole_names(
         title = await row.get_attribute("title") or ""
         assert title.startswith(f"{await row.locator('.svc').inner_text()} · {operation} · ")
     assert "HTTP POST 127.0.0.1:" in await page.locator(".bar-label").nth(1).inner_text()
+    # A narrower window moves the names along (on the next frames), still inside.
+    await page.set_viewport_size({"width": 1180, "height": HEIGHT})
+    await page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    narrow = await page.locator(".span-row .timeline").first.bounding_box()
+    assert narrow is not None
+    for name in await page.locator(".bar-label").all():
+        box = await name.bounding_box()
+        assert box is not None
+        assert narrow["x"] <= box["x"]
+        assert box["x"] + box["width"] <= narrow["x"] + narrow["width"] + 0.5
+    await page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
     await rows[1].click()
     assert (await page.locator(".details-op").inner_text()).startswith("HTTP POST 127.0.0.1:")
 

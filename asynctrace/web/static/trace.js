@@ -100,6 +100,7 @@
       resizePending = true;
       requestAnimationFrame(function () {
         resizePending = false;
+        sizeLabelColumn();
         placeBarLabels();
       });
     }
