@@ -66,7 +66,7 @@ _RATE_UNITS = (("/s", 1.0), ("/min", 60.0), ("/h", 3600.0))
 def format_rate(per_s: float) -> str:
     """A rate in the largest of per second, minute or hour that shows at least 1.
 
-    ``0.000278`` per second reads ``1.0/h``; a rate under one an hour stays in hours
+    ``0.000278`` per second reads ``1.00/h``; a rate under one an hour stays in hours
     (``0.25/h``) and no requests at all read ``0/h``. Three significant digits at most.
     """
     if not math.isfinite(per_s) or per_s <= 0:
@@ -323,6 +323,8 @@ _NODE_MIN_W = 110.0
 _NODE_MIN_H = 54.0
 _PORT_GAP = 34.0
 _ROW_GAP = 60.0
+# The dashboard's content width in a 1400 px window: a map spreads its columns over
+# it (up to _MAX_COLUMN_GAP apart) and scales down in a narrower one.
 _TARGET_WIDTH = 1340.0
 _MIN_COLUMN_GAP = 240.0
 _MAX_COLUMN_GAP = 480.0
@@ -394,8 +396,6 @@ def map_view(edges: Sequence[EdgeStats]) -> MapView:
     lines = []
     for edge in edges:
         stats = edge.stats
-        p95 = "-" if stats.p95_ms is None else format_ms(stats.p95_ms)
-        label = f"{format_rate(stats.rate_per_s)} · {stats.error_rate * 100:.1f}% err · p95 {p95}"
         caller, callee = places[edge.caller], places[edge.callee]
         if edge.caller == edge.callee:
             path, label_x, label_y = _loop(caller)
@@ -416,7 +416,7 @@ def map_view(edges: Sequence[EdgeStats]) -> MapView:
                 path=path,
                 label_x=round(label_x, 1),
                 label_y=round(label_y, 1),
-                label=label,
+                label=_edge_label(stats),
                 is_failing=stats.error_rate >= _FAILING,
             )
         )
@@ -479,13 +479,13 @@ def _mean_caller_y(calls: Sequence[EdgeStats], centre_y: Mapping[str, float]) ->
 
 def _run_length(calls: Sequence[EdgeStats]) -> float:
     """How far an edge runs level before it bends: past the longest label above it."""
-    longest = 0
-    for edge in calls:
-        stats = edge.stats
-        p95 = "-" if stats.p95_ms is None else format_ms(stats.p95_ms)
-        text = f"{format_rate(stats.rate_per_s)} · {stats.error_rate * 100:.1f}% err · p95 {p95}"
-        longest = max(longest, len(text))
+    longest = max((len(_edge_label(edge.stats)) for edge in calls), default=0)
     return longest * _LABEL_CHAR + 16
+
+
+def _edge_label(stats: OperationStats) -> str:
+    p95 = "-" if stats.p95_ms is None else format_ms(stats.p95_ms)
+    return f"{format_rate(stats.rate_per_s)} · {stats.error_rate * 100:.1f}% err · p95 {p95}"
 
 
 def _ports(

@@ -336,10 +336,9 @@ def _versus_typical(deviation: OperationDeviation, floor_ms: float) -> tuple[str
     """A short label for a row's "vs typical" column and its CSS class.
 
     The label is the difference in duration. The class is slower or faster when the
-    span's own time made (at least half of) the difference, inherited when its
-    children did (it then
-    reads muted, so only the span that owns a difference stands out), typical, or
-    new (the typical trace does not run the operation at all).
+    span's own time made (at least half of) the difference; inherited when its
+    children did, which reads muted so that only the span owning a difference stands
+    out; typical; or new (the typical trace does not run the operation at all).
     """
     if deviation.median_count == 0:
         return ("not in typical", "new")
