@@ -36,6 +36,7 @@
       element.style.width = element.dataset.width + "%";
     }
   }
+
   // -- the service column: as wide as its widest label, the timeline gets the rest --
 
   function sizeLabelColumn() {
@@ -55,7 +56,7 @@
   // -- operation names beside their bars ------------------------------------------
   // A name goes right of its bar when it fits there, else left of it, else inside
   // it on a light backing. Text widths are measured once, while every row is shown;
-  // a resize only moves the names.
+  // a resize moves the names (and re-sizes the service column) on the next frame.
 
   const GAP_PX = 6;
   const barLabels = rows.map(function (row) {
