@@ -390,6 +390,12 @@ def map_view(edges: Sequence[EdgeStats]) -> MapView:
             )
         x += width + gap
     canvas_w = x - gap + _MARGIN
+    # Calls back to a shallower column run under every box, in a lane of their own.
+    lane_y = canvas_h - _MARGIN + _ROW_GAP / 2
+    if any(
+        edge.caller != edge.callee and depth[edge.callee] <= depth[edge.caller] for edge in edges
+    ):
+        canvas_h = lane_y + _MARGIN
 
     out_port = _ports(outgoing, places, by="callee")
     in_port = _ports(incoming, places, by="caller")
@@ -403,11 +409,14 @@ def map_view(edges: Sequence[EdgeStats]) -> MapView:
             x1, y1 = caller.x + caller.width, out_port[id(edge)]
             x2, y2 = callee.x - 2, in_port[id(edge)]
             run = x1 + label_w[edge.caller]
-            bend = max(40.0, abs(x2 - run) / 2)
-            path = (
-                f"M{x1:.1f},{y1:.1f} H{run:.1f} "
-                f"C{run + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
-            )
+            if x2 > run:
+                bend = max(40.0, (x2 - run) / 2)
+                path = (
+                    f"M{x1:.1f},{y1:.1f} H{run:.1f} "
+                    f"C{run + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+                )
+            else:
+                path = _back_path(x1, y1, run, x2, y2, lane_y)
             label_x, label_y = x1 + 8, y1 - 6
         lines.append(
             _Line(
@@ -500,6 +509,17 @@ def _ports(
         for number, edge in enumerate(ordered):
             port[id(edge)] = node.y + node.height * (number + 1) / (len(ordered) + 1)
     return port
+
+
+def _back_path(x1: float, y1: float, run: float, x2: float, y2: float, lane_y: float) -> str:
+    """A call back to a shallower service: level past its label, down to the lane
+    under the boxes, left along it, and up into the callee's left side."""
+    return (
+        f"M{x1:.1f},{y1:.1f} H{run:.1f} "
+        f"C{run + 40:.1f},{y1:.1f} {run + 40:.1f},{lane_y:.1f} {run:.1f},{lane_y:.1f} "
+        f"H{x2 - 40:.1f} "
+        f"C{x2 - 80:.1f},{lane_y:.1f} {x2 - 60:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+    )
 
 
 def _loop(node: _Node) -> tuple[str, float, float]:
