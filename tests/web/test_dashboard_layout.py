@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from asynctrace.analysis.patterns import HotSpot
@@ -76,6 +78,10 @@ def test_the_map_lays_out_cycles_self_calls_and_long_names() -> None:
     assert len(named.label) == 30
     assert len(view.lines) == 5
     assert all(line.path.startswith("M") for line in view.lines)
+    # The callback runs below every box, inside the drawing.
+    (back,) = [line for line in view.lines if (line.caller, line.callee) == ("jobs", "web")]
+    lowest = max(float(y) for y in re.findall(r",(-?[0-9.]+)", back.path))
+    assert max(node.y + node.height for node in view.nodes) < lowest < view.height
 
 
 def test_an_empty_map_has_no_nodes() -> None:
