@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from statistics import median
 from types import MappingProxyType
 
+from asynctrace.analysis._self_time import self_time
 from asynctrace.model import Trace
 
 __all__ = ["Comparison", "OperationDeviation", "compare"]
 
 _OperationKey = tuple[str, str]
+_ABSENT = (0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,11 @@ class OperationDeviation:
     operation counts as 0. ``diff_ms`` is ``duration_ms - median_ms`` (positive:
     slower than usual); ``ratio`` is ``duration_ms / median_ms``, or None when the
     median is 0 (the typical trace does not run the operation at all).
+
+    ``self_ms``, ``median_self_ms`` and ``self_diff_ms`` are the same figures for the
+    spans' self time (their duration minus what their children covered). A slow
+    span makes every ancestor's duration slower by as much, but only its own self
+    time: ``self_diff_ms`` names the operation that owns a difference.
     """
 
     service: str
@@ -34,6 +41,9 @@ class OperationDeviation:
     median_ms: float
     diff_ms: float
     ratio: float | None
+    self_ms: float = 0.0
+    median_self_ms: float = 0.0
+    self_diff_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,17 @@ class Comparison:
     by_span_id: Mapping[str, OperationDeviation]
     duration_ms: float
     median_duration_ms: float | None
+
+    @property
+    def by_own_time(self) -> tuple[OperationDeviation, ...]:
+        """``deviations`` ordered by absolute ``self_diff_ms``, largest first: the
+        operations that own the trace's differences, each named once."""
+        return tuple(
+            sorted(
+                self.deviations,
+                key=lambda row: (-abs(row.self_diff_ms), row.service, row.operation),
+            )
+        )
 
 
 def compare(trace: Trace, others: Sequence[Trace]) -> Comparison:
@@ -77,11 +98,12 @@ def compare(trace: Trace, others: Sequence[Trace]) -> Comparison:
     own = _totals(trace)
     their = [_totals(other) for other in similar]
     deviations: dict[_OperationKey, OperationDeviation] = {}
-    for key, (count, duration) in own.items():
+    for key, (count, duration, own_time) in own.items():
         # An absent operation is a real 0 for that trace, not a gap: leaving it out
         # would make a rarely taken slow path (a cache miss) look typical.
-        median_count = median(totals.get(key, (0, 0.0))[0] for totals in their)
-        median_ms = median(totals.get(key, (0, 0.0))[1] for totals in their)
+        median_count = median(totals.get(key, _ABSENT)[0] for totals in their)
+        median_ms = median(totals.get(key, _ABSENT)[1] for totals in their)
+        median_self_ms = median(totals.get(key, _ABSENT)[2] for totals in their)
         deviations[key] = OperationDeviation(
             service=key[0],
             operation=key[1],
@@ -91,6 +113,9 @@ def compare(trace: Trace, others: Sequence[Trace]) -> Comparison:
             median_ms=float(median_ms),
             diff_ms=duration - median_ms,
             ratio=duration / median_ms if median_ms > 0 else None,
+            self_ms=own_time,
+            median_self_ms=float(median_self_ms),
+            self_diff_ms=own_time - median_self_ms,
         )
     ordered = sorted(
         deviations.values(),
@@ -117,11 +142,17 @@ def _similar(trace: Trace, others: Sequence[Trace]) -> list[Trace]:
     return list(similar.values())
 
 
-def _totals(trace: Trace) -> dict[_OperationKey, tuple[int, float]]:
-    """Number of spans and their summed duration in ms, per (service, operation)."""
-    totals: dict[_OperationKey, tuple[int, float]] = {}
+def _totals(trace: Trace) -> dict[_OperationKey, tuple[int, float, float]]:
+    """Number of spans, their summed duration and summed self time in ms, per
+    (service, operation)."""
+    own_times = self_time(trace)
+    totals: dict[_OperationKey, tuple[int, float, float]] = {}
     for span in trace.spans:
         key = (span.service, span.operation)
-        count, duration = totals.get(key, (0, 0.0))
-        totals[key] = (count + 1, duration + span.duration)
+        count, duration, own_time = totals.get(key, _ABSENT)
+        totals[key] = (
+            count + 1,
+            duration + span.duration,
+            own_time + own_times.get(span.span_id, 0.0),
+        )
     return totals

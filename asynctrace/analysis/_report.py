@@ -112,6 +112,9 @@ def _comparison_json(comparison: Comparison) -> dict[str, object]:
                 "median_ms": round(row.median_ms, 3),
                 "diff_ms": round(row.diff_ms, 3),
                 "ratio": None if row.ratio is None else round(row.ratio, 4),
+                "self_ms": round(row.self_ms, 3),
+                "median_self_ms": round(row.median_self_ms, 3),
+                "self_diff_ms": round(row.self_diff_ms, 3),
             }
             for row in comparison.deviations
         ],

@@ -22,6 +22,8 @@ from asynctrace.ids import is_valid_trace_id
 from asynctrace.model import Trace, utc_day
 from asynctrace.store import TraceStore
 from asynctrace.web._aggregates import (
+    format_rate,
+    heat_legend,
     heat_rows,
     map_json,
     map_view,
@@ -56,6 +58,7 @@ _CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("asynctrace.clock")
 
 _FILTERS: dict[str, Callable[..., str]] = {
     "ms": format_ms,
+    "rate": format_rate,
     "utc": format_time,
     "service_class": service_class,
 }
@@ -310,6 +313,7 @@ async def _patterns_page(request: web.Request) -> web.StreamResponse:
         pattern = await store.patterns(service, operation, weeks, now=now_ms)
         context["pattern"] = pattern
         context["rows"] = heat_rows(pattern, now_ms)
+        context["legend"] = heat_legend(pattern)
     else:
         # Offer the busiest operations of the last week to pick from.
         context["choices"] = (await store.stats(since=now_ms - 7 * 86_400_000.0, now=now_ms))[:50]

@@ -60,6 +60,9 @@ _DETAIL_FIELDS = (
     "Span id",
     "Parent span id",
 )
+# A difference smaller than this share of the typical request's duration is not shown
+# as a finding, however large against the operation's own median.
+_FINDING_SHARE = 0.05
 # A tick label sits right of its line; past this (percent) it would run off the axis.
 _LAST_TICK_LABEL = 88.0
 
@@ -169,14 +172,23 @@ class TraceView:
 
     @property
     def top_deviations(self) -> list[tuple[OperationDeviation, str, str]]:
-        """Up to three operations furthest from typical, with their label and class."""
-        out = []
-        for deviation in self.comparison.deviations[:3]:
-            label, css = _versus_typical(deviation)
-            if css in ("slower", "faster"):
-                out.append((deviation, f"{label} vs typical", css))
-            elif css == "new":
-                out.append((deviation, label, css))
+        """Up to three operations whose own time is furthest from typical, each with
+        its label and class.
+
+        Own (self) time, not duration: a slow span makes each of its ancestors slower
+        by the same amount, and the card names the difference once, where it is.
+        """
+        out: list[tuple[OperationDeviation, str, str]] = []
+        floor_ms = _FINDING_SHARE * (self.comparison.median_duration_ms or 0.0)
+        for deviation in self.comparison.by_own_time:
+            if len(out) == 3 or abs(deviation.self_diff_ms) < floor_ms:
+                break
+            if deviation.median_count == 0:
+                out.append((deviation, "not in typical", "new"))
+                continue
+            own = _delta(deviation.self_diff_ms, deviation.median_self_ms)
+            if own is not None:
+                out.append((deviation, f"{own[0]} own time vs typical", own[1]))
         return out
 
     def page_data(self) -> dict[str, Any]:
@@ -230,6 +242,9 @@ def trace_view(trace: Trace, similar: Sequence[Trace]) -> TraceView:
     if extent <= 0:
         extent = 1.0
 
+    # A row's difference must matter to the whole request: a twentieth of its
+    # typical duration (2.7 ms more in an 80 ms request is noise, not a finding).
+    floor_ms = _FINDING_SHARE * (comparison.median_duration_ms or 0.0)
     segments_of: dict[str, list[CriticalSegment]] = {}
     for segment in critical:
         segments_of.setdefault(segment.span.span_id, []).append(segment)
@@ -240,7 +255,7 @@ def trace_view(trace: Trace, similar: Sequence[Trace]) -> TraceView:
     for (span, depth), count in zip(ordered, descendants, strict=True):
         segments = segments_of.get(span.span_id, [])
         deviation = comparison.by_span_id.get(span.span_id)
-        label, css = _versus_typical(deviation) if deviation is not None else ("", "")
+        label, css = ("", "") if deviation is None else _versus_typical(deviation, floor_ms)
         rows.append(
             SpanRow(
                 span=span,
@@ -317,21 +332,35 @@ def _ticks(extent: float) -> tuple[Tick, ...]:
     return tuple(ticks)
 
 
-def _versus_typical(deviation: OperationDeviation) -> tuple[str, str]:
+def _versus_typical(deviation: OperationDeviation, floor_ms: float) -> tuple[str, str]:
     """A short label for a row's "vs typical" column and its CSS class.
 
-    The class is slower, faster, typical, or new (the typical trace does not run
-    the operation at all).
+    The label is the difference in duration. The class is slower or faster when the
+    span's own time made (at least half of) the difference; inherited when its
+    children did, which reads muted so that only the span owning a difference stands
+    out; typical; or new (the typical trace does not run the operation at all).
     """
     if deviation.median_count == 0:
         return ("not in typical", "new")
+    total = _delta(deviation.diff_ms, deviation.median_ms)
+    if total is None or abs(deviation.diff_ms) < floor_ms:
+        return ("typical", "typical")
+    own = _delta(deviation.self_diff_ms, deviation.median_self_ms)
+    # The span owns its difference when its own time makes at least half of it.
+    if own is None or abs(deviation.self_diff_ms) < 0.5 * abs(deviation.diff_ms):
+        return (total[0], "inherited")
+    return (total[0], own[1])
+
+
+def _delta(diff_ms: float, median_ms: float) -> tuple[str, str] | None:
+    """``+2,456 ms`` and slower (or faster), None when the difference is noise."""
     # Within a fifth of the median (and at least 1 ms) is noise, not a finding.
-    threshold = max(1.0, 0.2 * deviation.median_ms)
-    if deviation.diff_ms > threshold:
-        return (f"+{format_ms(deviation.diff_ms)}", "slower")
-    if deviation.diff_ms < -threshold:
-        return (f"\u2212{format_ms(-deviation.diff_ms)}", "faster")
-    return ("typical", "typical")
+    threshold = max(1.0, 0.2 * median_ms)
+    if diff_ms > threshold:
+        return (f"+{format_ms(diff_ms)}", "slower")
+    if diff_ms < -threshold:
+        return (f"\u2212{format_ms(-diff_ms)}", "faster")
+    return None
 
 
 def _typical_detail(deviation: OperationDeviation | None, comparison: Comparison) -> str:
@@ -341,7 +370,11 @@ def _typical_detail(deviation: OperationDeviation | None, comparison: Comparison
     here = f"{_calls(deviation.count)}, {format_ms(deviation.duration_ms)} in this trace"
     typical = f"{_calls(deviation.median_count)}, {format_ms(deviation.median_ms)}"
     plural = "trace" if comparison.sample_size == 1 else "traces"
-    return f"{here}; typically {typical} (median of {comparison.sample_size} similar {plural})"
+    own = (
+        f"; own time {format_ms(deviation.self_ms)}, "
+        f"typically {format_ms(deviation.median_self_ms)}"
+    )
+    return f"{here}; typically {typical} (median of {comparison.sample_size} similar {plural}){own}"
 
 
 def _calls(count: float) -> str:

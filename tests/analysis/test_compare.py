@@ -135,3 +135,20 @@ def test_every_span_can_look_up_its_operations_deviation() -> None:
     for span in trace.spans:
         row = comparison.by_span_id[span.span_id]
         assert (row.service, row.operation) == (span.service, span.operation)
+
+
+def test_a_slow_span_owns_its_difference_and_its_ancestors_do_not() -> None:
+    # orders takes 400 ms instead of 100 ms, all of it in its own code: the gateway
+    # above it is 300 ms slower too, but only orders' self time changed.
+    trace = checkout(1, orders_ms=400)
+    typical = [checkout(number, orders_ms=100) for number in range(2, 5)]
+
+    comparison = compare(trace, typical)
+
+    by_name = {row.service: row for row in comparison.deviations}
+    assert (by_name["api-gateway"].diff_ms, by_name["orders"].diff_ms) == (300, 300)
+    assert by_name["api-gateway"].self_diff_ms == 0
+    assert (by_name["orders"].self_ms, by_name["orders"].median_self_ms) == (390, 90)
+    assert by_name["orders"].self_diff_ms == 300
+    assert comparison.by_own_time[0].service == "orders"
+    assert [row.self_diff_ms for row in comparison.by_own_time][1:] == [0, 0]

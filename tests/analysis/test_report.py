@@ -45,3 +45,6 @@ def test_comparison_only_when_similar_traces_are_given_even_none() -> None:
     comparison = _printed(trace, [_checkout(2), _checkout(3)])["analysis"]["comparison"]
     assert comparison["sample_size"] == 2
     assert comparison["deviations"][0]["diff_ms"] == 400.0
+    # Both are 400 ms slower; orders' own time owns the difference.
+    owners = {row["service"]: row["self_diff_ms"] for row in comparison["deviations"]}
+    assert owners == {"gateway": 0.0, "orders": 400.0}

@@ -13,6 +13,9 @@ from asynctrace.store import TraceStore
 from asynctrace.web import create_app
 
 if TYPE_CHECKING:
+    from demo_data import DemoData
+
+if TYPE_CHECKING:
     from playwright.async_api import Browser
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,7 +58,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's chromium; skipped outside CI when it or Playwright is missing."""
     try:
@@ -89,3 +92,27 @@ async def dashboard_url(store: TraceStore) -> AsyncIterator[str]:
         yield str(server.make_url("/"))
     finally:
         await server.close()
+
+
+@pytest.fixture(scope="session")
+def demo_data(chromium: str) -> DemoData:
+    """The demo's traces and four weeks of history in a fakeredis server, made once
+    (the demo takes about 3 s) and only when a browser test will use them."""
+    from demo_data import fill_demo_server
+
+    return fill_demo_server()
+
+
+@pytest.fixture
+async def demo_url(demo_data: DemoData) -> AsyncIterator[str]:
+    """The dashboard over ``demo_data`` on 127.0.0.1 (a free port), with a slash."""
+    import fakeredis
+
+    client = fakeredis.FakeAsyncRedis(server=demo_data.server)
+    server = TestServer(create_app(TraceStore(client)), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/"))
+    finally:
+        await server.close()
+        await client.aclose()

@@ -22,6 +22,7 @@ from dashboard_traces import (
     xss_trace,
 )
 from page_problems import PageProblems
+from screenshots import screenshot_path
 
 from asynctrace.model import utc_day
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
 README_SCREENSHOT = REPO / "docs" / "screenshot-slow-trace.png"
 SEED_START_MS = 1_795_772_400_000.0  # 2026-11-27 09:40:00 UTC
 ERROR_TRACE_ID = "e1" * 16
@@ -221,8 +221,7 @@ async def test_screenshot_of_the_seed_slow_trace(
     await page.set_viewport_size({"width": 1360, "height": 660})
     await page.goto(f"{dashboard_url}traces/{SLOW_TRACE_ID}")
     assert "2026-11-27 09:40:00.000 UTC" in await page.locator(".trace-meta").inner_text()
-    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
-    target = SCREENSHOTS / "slow-trace.png"
+    target = await screenshot_path("slow-trace.png")
     await page.screenshot(path=target, full_page=True)
     if os.environ.get("ASYNCTRACE_UPDATE_DOCS") == "1":
         await asyncio.to_thread(README_SCREENSHOT.parent.mkdir, parents=True, exist_ok=True)

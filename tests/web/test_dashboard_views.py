@@ -65,6 +65,12 @@ def test_rows_place_bars_and_critical_segments_in_percent() -> None:
     assert (orders.versus_typical, orders.versus_class) == ("+2,470 ms", "slower")
     assert (auth.versus_typical, auth.versus_class) == ("typical", "typical")
     assert payment.critical_ms == pytest.approx(50.0)
+    # The gateway is as much slower, but through orders: muted, and the card names
+    # the difference once, at orders.
+    assert (gateway.versus_typical, gateway.versus_class) == ("+2,465 ms", "inherited")
+    (owner, label, css), *others = view.top_deviations
+    assert (owner.service, label, css) == ("orders", "+2,470 ms own time vs typical", "slower")
+    assert all(not label.startswith("+2,") for _, label, _ in others)
 
 
 def test_an_operation_the_typical_trace_never_runs_is_marked_new() -> None:

@@ -3,62 +3,41 @@
 The demo's five real services write their traces to fakeredis; the dashboard serves
 that store to headless Chromium, where a user clicks from the slow list to the
 bottleneck waterfall and from the error list to the failing payment span. The demo
-runs once (its slow checkout takes 2.5 s), so one test walks both journeys.
+runs once per test session (``demo_data`` in ``conftest.py``); one test walks both
+journeys.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fakeredis
 import pytest
-import redis.asyncio as aioredis
-from aiohttp.test_utils import TestServer
+from demo_data import DemoData
 from page_problems import PageProblems
+from screenshots import screenshot_path
 
-from asynctrace.demo import DemoResult, run_demo
+from asynctrace.demo import DemoResult
 from asynctrace.model import utc_day
 from asynctrace.store import TraceStore
-from asynctrace.web import create_app
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CARD_ERROR = "CardProcessorError: card processor unavailable (503 from acquirer)"
 
 
 @pytest.fixture
-async def demo_client() -> AsyncIterator[aioredis.Redis]:
-    """The embedded store the demo writes to, as ``asynctrace demo`` uses it."""
-    client: aioredis.Redis = fakeredis.FakeAsyncRedis()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def demo(demo_data: DemoData) -> DemoResult:
+    return demo_data.result
 
 
 @pytest.fixture
-async def demo(demo_client: aioredis.Redis) -> DemoResult:
-    async with asyncio.timeout(15):  # a guard: the demo takes about 3 s
-        return await run_demo(store_client=demo_client, out=io.StringIO())
-
-
-@pytest.fixture
-async def demo_dashboard_url(demo_client: aioredis.Redis) -> AsyncIterator[str]:
-    """The dashboard over the demo's store on 127.0.0.1 (a free port), with a slash."""
-    server = TestServer(create_app(TraceStore(demo_client)), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("/"))
-    finally:
-        await server.close()
+def demo_dashboard_url(demo_url: str) -> str:
+    return demo_url
 
 
 @pytest.fixture
@@ -71,7 +50,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def test_demo_traces_lead_from_the_lists_to_the_bottleneck_and_the_failing_payment(
-    page: Page, demo: DemoResult, demo_dashboard_url: str, demo_client: aioredis.Redis
+    page: Page, demo: DemoResult, demo_dashboard_url: str, demo_data: DemoData
 ) -> None:
     problems = PageProblems(page)
 
@@ -94,12 +73,15 @@ async def test_demo_traces_lead_from_the_lists_to_the_bottleneck_and_the_failing
         await bottleneck.get_attribute("id")
     )
     assert await page.locator(".details-op").inner_text() == "POST /orders/{order_id}/checkout"
-    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
-    await page.screenshot(path=SCREENSHOTS / "demo-slow-trace.png", full_page=True)
+    await page.screenshot(path=await screenshot_path("demo-slow-trace.png"), full_page=True)
 
     # The error list names the failed checkout; its row opens on the error chain.
     # Its day, not "today": the demo may have run just before midnight UTC.
-    failed = await TraceStore(demo_client).get_trace(demo.error_trace_id)
+    client = fakeredis.FakeAsyncRedis(server=demo_data.server)
+    try:
+        failed = await TraceStore(client).get_trace(demo.error_trace_id)
+    finally:
+        await client.aclose()
     assert failed is not None
     await page.goto(f"{demo_dashboard_url}?view=errors&day={utc_day(failed.start_time)}")
     await page.locator(f'a.op[href="/traces/{demo.error_trace_id}"]').click()

@@ -15,7 +15,7 @@
   const rowIndex = new Map();
   const depths = new Int32Array(rows.length);
   const descendants = new Int32Array(rows.length);
-  const INDENT_PX = 14;
+  const INDENT_PX = 12;
   const MAX_INDENT_DEPTH = 24;
 
   function spanIdOf(row) {
@@ -36,6 +36,77 @@
       element.style.width = element.dataset.width + "%";
     }
   }
+
+  // -- the service column: as wide as its widest label, the timeline gets the rest --
+
+  function sizeLabelColumn() {
+    // Each row is its own grid, so "max-content" sizes every label to its content;
+    // the widest one then sets the column for all rows (within 120 px .. 30 %).
+    waterfall.style.setProperty("--label-w", "max-content");
+    let need = 0;
+    for (const row of rows) {
+      need = Math.max(need, row.firstElementChild.offsetWidth);
+    }
+    const limit = Math.max(160, 0.3 * waterfall.clientWidth);
+    waterfall.style.setProperty("--label-w", Math.min(Math.max(need + 2, 120), limit) + "px");
+  }
+
+  sizeLabelColumn();
+
+  // -- operation names beside their bars ------------------------------------------
+  // A name goes right of its bar when it fits there, else left of it, else inside
+  // it on a light backing. Text widths are measured once, while every row is shown;
+  // a resize moves the names (and re-sizes the service column) on the next frame.
+
+  const GAP_PX = 6;
+  const barLabels = rows.map(function (row) {
+    return row.querySelector(".bar-label");
+  });
+  const labelWidths = barLabels.map(function (label) {
+    return label ? label.offsetWidth : 0;
+  });
+
+  function placeBarLabels() {
+    const timeline = rows.length ? rows[0].querySelector(".timeline") : null;
+    const width = timeline ? timeline.clientWidth : 0;
+    if (width === 0) {
+      return;
+    }
+    barLabels.forEach(function (label, index) {
+      if (!label) {
+        return;
+      }
+      const text = labelWidths[index];
+      const start = (Number(label.dataset.barLeft) / 100) * width;
+      const end = (Number(label.dataset.barEnd) / 100) * width;
+      let place = "inside";
+      let left = Math.max(start + GAP_PX, 0);
+      if (end + GAP_PX + text <= width) {
+        place = "after";
+        left = end + GAP_PX;
+      } else if (start - GAP_PX - text >= 0) {
+        place = "before";
+        left = start - GAP_PX - text;
+      }
+      label.dataset.place = place;
+      label.style.left = left + "px";
+      label.style.maxWidth = Math.max(0, width - left - 2) + "px";
+    });
+  }
+
+  placeBarLabels();
+  let resizePending = false;
+  window.addEventListener("resize", function () {
+    if (!resizePending) {
+      resizePending = true;
+      requestAnimationFrame(function () {
+        resizePending = false;
+        sizeLabelColumn();
+        placeBarLabels();
+      });
+    }
+  });
+
   const ticks = waterfall.querySelectorAll(".tick");
   if (ticks.length > 1) {
     waterfall.style.setProperty("--tick-step", ticks[1].dataset.left + "%");
