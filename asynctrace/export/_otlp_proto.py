@@ -1,0 +1,133 @@
+"""OTLP protobuf bodies to and from the OTLP/JSON shape that ``model.otlp`` maps.
+
+Needs ``opentelemetry-proto`` (``pip install 'asynctrace[otlp]'``), imported on first
+use only. The JSON shape differs from protobuf's own JSON mapping in one way: ids
+(``traceId``, ``spanId``, ``parentSpanId``, a link's ids) are hex, not base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "PROTOBUF_CONTENT_TYPE",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "is_available",
+]
+
+PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def is_available() -> bool:
+    """True when ``opentelemetry-proto`` can be imported."""
+    try:
+        import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode_request(body: bytes) -> dict[str, Any]:
+    """An ``ExportTraceServiceRequest`` in OTLP/JSON shape. ``ValueError`` if malformed.
+
+    ``ImportError`` without ``opentelemetry-proto``.
+    """
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    try:
+        message = ExportTraceServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise ValueError(f"not an ExportTraceServiceRequest: {exc}") from None
+    data: dict[str, Any] = json_format.MessageToDict(message, use_integers_for_enums=True)
+    _convert_ids(data, _base64_to_hex)
+    return data
+
+
+def encode_request(data: dict[str, Any]) -> bytes:
+    """The protobuf bytes of an OTLP/JSON ``ExportTraceServiceRequest`` (hex ids)."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    copy = _copy(data)
+    _convert_ids(copy, _hex_to_base64)
+    message = json_format.ParseDict(copy, ExportTraceServiceRequest())
+    return bytes(message.SerializeToString())
+
+
+def encode_response(rejected_spans: int, error_message: str | None) -> bytes:
+    """An ``ExportTraceServiceResponse``, with ``partial_success`` when spans were rejected."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    response = ExportTraceServiceResponse()
+    if rejected_spans or error_message:
+        response.partial_success.rejected_spans = rejected_spans
+        response.partial_success.error_message = error_message or ""
+    return bytes(response.SerializeToString())
+
+
+def decode_response(body: bytes) -> tuple[int, str]:
+    """(rejected spans, error message) of an ``ExportTraceServiceResponse``; ``ValueError``."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    try:
+        response = ExportTraceServiceResponse.FromString(body)
+    except DecodeError as exc:
+        raise ValueError(f"not an ExportTraceServiceResponse: {exc}") from None
+    partial = response.partial_success
+    return int(partial.rejected_spans), str(partial.error_message)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def _convert_ids(data: dict[str, Any], convert: Callable[[str], str]) -> None:
+    for resource in data.get("resourceSpans") or ():
+        for scope in resource.get("scopeSpans") or ():
+            for span in scope.get("spans") or ():
+                _convert_fields(span, convert)
+                for link in span.get("links") or ():
+                    _convert_fields(link, convert)
+
+
+def _convert_fields(entry: dict[str, Any], convert: Callable[[str], str]) -> None:
+    for field in _ID_FIELDS:
+        value = entry.get(field)
+        if isinstance(value, str) and value:
+            entry[field] = convert(value)
+
+
+def _base64_to_hex(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return value  # left for the mapping to reject as an invalid id
+
+
+def _hex_to_base64(value: str) -> str:
+    try:
+        return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+    except ValueError:
+        raise ValueError("ids must be hex") from None
