@@ -8,8 +8,9 @@ it with ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:4318/v1/traces``.
 
 - Bodies: ``application/json`` (OTLP/JSON) always; ``application/x-protobuf`` with
   the ``otlp`` extra (``pip install 'asynctrace[otlp]'``), else 415. gzip and
-  deflate ``Content-Encoding`` are decoded; the decoded body is limited
-  (``max_body_bytes``, 413 beyond it).
+  deflate ``Content-Encoding`` are decoded (another encoding, or a body that does
+  not decode, is a 400); the decoded body is limited (``max_body_bytes``, 413
+  beyond it).
 - The whole request is decoded and mapped (``asynctrace.model.otlp``) before
   anything is written: a malformed request is a 400 and writes nothing; a span that
   cannot be mapped is rejected with the rest of its trace, and the reply's
@@ -49,7 +50,6 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest request body, decoded, that is read (the Collector's default is 20 MiB)."""
 
 _JSON = "application/json"
-_ACCEPTED_ENCODINGS = frozenset(("", "identity", "gzip", "deflate"))
 _RETRY_AFTER_S = "5"
 _EXPORTER = web.AppKey("asynctrace_otlp_exporter", SpanExporter)
 _LOCK = web.AppKey("asynctrace_otlp_lock", asyncio.Lock)
@@ -140,9 +140,6 @@ async def _receive_traces(request: web.Request) -> web.Response:
             f"send {_JSON} or install it",
             is_protobuf=False,
         )
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in _ACCEPTED_ENCODINGS:
-        return _error(415, f"unsupported content encoding {encoding!r}", is_protobuf=is_protobuf)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -151,8 +148,9 @@ async def _receive_traces(request: web.Request) -> web.Response:
             f"request body over {request.app[_MAX_BODY]} bytes (decoded)",
             is_protobuf=is_protobuf,
         )
-    except (web.HTTPException, ConnectionError, ValueError) as exc:
-        # aiohttp reports an undecodable gzip/deflate body as a payload error.
+    except (web.RequestPayloadError, web.HTTPException, ConnectionError, ValueError) as exc:
+        # aiohttp decodes Content-Encoding itself (gzip, deflate; br and zstd when their
+        # libraries are installed) and reports a body it cannot decode as a payload error.
         return _error(400, f"unreadable body: {exc}", is_protobuf=is_protobuf)
     try:
         data: Any = otlp_proto.decode_request(body) if is_protobuf else json.loads(body)
