@@ -451,8 +451,10 @@ def _otlp_span(span: Span) -> dict[str, Any]:
     kind_name = tags.get(KIND_TAG)
     if kind_name not in ("producer", "consumer") or _KIND_BY_NAME[kind_name] != span.kind:
         kind_name = span.kind if span.kind in _OTLP_KIND else "internal"
+    # The times the span JSON stores (each rounded to the microsecond): a receiver's
+    # duration, end - start, may then differ from the measured one by 1 µs.
     start_us = round(span.start_time * 1000)
-    end_us = start_us + round(span.duration * 1000)
+    end_us = max(start_us, round(span.end_time * 1000))
     flags = _FLAG_HAS_IS_REMOTE
     if span.is_sampled:
         flags |= _FLAG_SAMPLED
