@@ -40,7 +40,7 @@ from asynctrace import keys
 from asynctrace.export import RedisExporter, SpanExporter
 from asynctrace.export import _otlp_proto as otlp_proto
 from asynctrace.model import DEFAULT_LIMITS, Limits
-from asynctrace.model.otlp import OTLPDecodeError, spans_from_otlp
+from asynctrace.model.otlp import OTLPDecodeError, ReceivedSpans, spans_from_otlp
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_PORT", "TRACES_PATH", "create_app", "serve"]
 
@@ -51,6 +51,7 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _JSON = "application/json"
 _RETRY_AFTER_S = "5"
+_DECODE_INLINE_BYTES = 64 * 1024
 _EXPORTER = web.AppKey("asynctrace_otlp_exporter", SpanExporter)
 _LOCK = web.AppKey("asynctrace_otlp_lock", asyncio.Lock)
 _LIMITS = web.AppKey("asynctrace_otlp_limits", Limits)
@@ -152,9 +153,13 @@ async def _receive_traces(request: web.Request) -> web.Response:
         # aiohttp decodes Content-Encoding itself (gzip, deflate; br and zstd when their
         # libraries are installed) and reports a body it cannot decode as a payload error.
         return _error(400, f"unreadable body: {exc}", is_protobuf=is_protobuf)
+    limits = request.app[_LIMITS]
     try:
-        data: Any = otlp_proto.decode_request(body) if is_protobuf else json.loads(body)
-        received = spans_from_otlp(data, limits=request.app[_LIMITS])
+        if len(body) > _DECODE_INLINE_BYTES:
+            # A large request takes a while to decode: off the loop, which keeps serving.
+            received = await asyncio.to_thread(_decode, body, is_protobuf, limits)
+        else:
+            received = _decode(body, is_protobuf, limits)
     except (OTLPDecodeError, ValueError, RecursionError) as exc:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
         return _error(400, f"malformed OTLP request: {exc}", is_protobuf=is_protobuf)
@@ -181,6 +186,11 @@ async def _receive_traces(request: web.Request) -> web.Response:
             "errorMessage": received.error_message or "",
         }
     return web.json_response(reply)
+
+
+def _decode(body: bytes, is_protobuf: bool, limits: Limits) -> ReceivedSpans:
+    data: Any = otlp_proto.decode_request(body) if is_protobuf else json.loads(body)
+    return spans_from_otlp(data, limits=limits)
 
 
 def _error(status: int, message: str, *, is_protobuf: bool) -> web.Response:

@@ -260,3 +260,20 @@ def test_receive_command_refuses_a_public_address_without_a_token(redis_url: str
     )
     assert result.exit_code == 2
     assert "without a token" in result.stderr
+
+
+async def test_a_large_request_is_decoded_off_the_loop_and_stored(
+    aiohttp_client: ClientMaker, redis_url: str
+) -> None:
+    client = await aiohttp_client(create_app(RedisExporter(redis_url)))
+    request = _request()
+    spans = request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    template = spans[1]
+    spans += [{**template, "spanId": f"{index:016x}", "name": "x" * 300} for index in range(1, 400)]
+    body = json.dumps(request).encode()
+    assert len(body) > 64 * 1024
+    response = await client.post(
+        TRACES_PATH, data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 200
+    assert len(await _stored(redis_url)) == 401
