@@ -55,16 +55,110 @@ def decode_request(body: bytes) -> dict[str, Any]:
 
 
 def encode_request(data: dict[str, Any]) -> bytes:
-    """The protobuf bytes of an OTLP/JSON ``ExportTraceServiceRequest`` (hex ids)."""
+    """The protobuf bytes of an OTLP/JSON ``ExportTraceServiceRequest`` (hex ids).
+
+    What ``model.otlp.otlp_from_spans`` writes is set field by field, about ten
+    times faster than protobuf's generic ``ParseDict``, which the rest goes through.
+    """
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
 
-    copy = _copy(data)
-    _convert_ids(copy, _hex_to_base64)
-    message = json_format.ParseDict(copy, ExportTraceServiceRequest())
+    message = ExportTraceServiceRequest()
+    try:
+        _fill_request(message, data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        message = ExportTraceServiceRequest()
+        copy = _copy(data)
+        _convert_ids(copy, _hex_to_base64)
+        json_format.ParseDict(copy, message)
     return bytes(message.SerializeToString())
+
+
+# The keys _fill_request knows, per level; anything else takes ParseDict.
+_RESOURCE_SPANS_KEYS = frozenset(("resource", "scopeSpans"))
+_SCOPE_SPANS_KEYS = frozenset(("scope", "spans"))
+_SPAN_KEYS = frozenset(
+    (
+        "traceId",
+        "spanId",
+        "parentSpanId",
+        "name",
+        "kind",
+        "startTimeUnixNano",
+        "endTimeUnixNano",
+        "flags",
+        "attributes",
+        "traceState",
+        "events",
+        "status",
+    )
+)
+_EVENT_KEYS = frozenset(("timeUnixNano", "name", "attributes"))
+
+
+def _fill_request(message: Any, data: dict[str, Any]) -> None:
+    if set(data) - {"resourceSpans"}:
+        raise KeyError("unknown field")
+    for resource_data in data.get("resourceSpans", ()):
+        if set(resource_data) - _RESOURCE_SPANS_KEYS:
+            raise KeyError("unknown field")
+        resource = message.resource_spans.add()
+        resource_fields = resource_data.get("resource", {})
+        if set(resource_fields) - {"attributes"}:
+            raise KeyError("unknown field")
+        _fill_attributes(resource.resource.attributes, resource_fields.get("attributes", ()))
+        for scope_data in resource_data.get("scopeSpans", ()):
+            if set(scope_data) - _SCOPE_SPANS_KEYS:
+                raise KeyError("unknown field")
+            scope = resource.scope_spans.add()
+            scope_fields = scope_data.get("scope", {})
+            if set(scope_fields) - {"name", "version"}:
+                raise KeyError("unknown field")
+            scope.scope.name = scope_fields.get("name", "")
+            scope.scope.version = scope_fields.get("version", "")
+            for span_data in scope_data.get("spans", ()):
+                _fill_span(scope.spans.add(), span_data)
+
+
+def _fill_span(span: Any, data: dict[str, Any]) -> None:
+    if set(data) - _SPAN_KEYS:
+        raise KeyError("unknown field")
+    span.trace_id = bytes.fromhex(data["traceId"])
+    span.span_id = bytes.fromhex(data["spanId"])
+    if data.get("parentSpanId"):
+        span.parent_span_id = bytes.fromhex(data["parentSpanId"])
+    span.name = data.get("name", "")
+    span.kind = int(data.get("kind", 0))
+    span.start_time_unix_nano = int(data["startTimeUnixNano"])
+    span.end_time_unix_nano = int(data["endTimeUnixNano"])
+    span.flags = int(data.get("flags", 0))
+    span.trace_state = data.get("traceState", "")
+    _fill_attributes(span.attributes, data.get("attributes", ()))
+    for event_data in data.get("events", ()):
+        if set(event_data) - _EVENT_KEYS:
+            raise KeyError("unknown field")
+        event = span.events.add()
+        event.time_unix_nano = int(event_data["timeUnixNano"])
+        event.name = event_data.get("name", "")
+        _fill_attributes(event.attributes, event_data.get("attributes", ()))
+    status = data.get("status")
+    if status is not None:
+        if set(status) - {"code", "message"}:
+            raise KeyError("unknown field")
+        span.status.code = int(status.get("code", 0))
+        span.status.message = status.get("message", "")
+
+
+def _fill_attributes(target: Any, attributes: Any) -> None:
+    for attribute in attributes:
+        value = attribute["value"]
+        if set(value) != {"stringValue"}:
+            raise KeyError("not a string attribute")
+        entry = target.add()
+        entry.key = attribute["key"]
+        entry.value.string_value = value["stringValue"]
 
 
 def encode_response(rejected_spans: int, error_message: str | None) -> bytes:

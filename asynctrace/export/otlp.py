@@ -32,8 +32,8 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 # OTLP/HTTP: these answers (and connection failures) mean "try again later".
 _RETRYABLE_STATUSES = frozenset((429, 502, 503, 504))
 _JSON = "application/json"
-# Bodies above this are compressed in a thread, not on the loop.
-_COMPRESS_INLINE_BYTES = 256 * 1024
+# Batches above this are encoded and compressed in a thread, not on the loop.
+_ENCODE_INLINE_SPANS = 32
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -115,12 +115,12 @@ class OTLPExporter:
         sendable = [span for span in spans if span.is_sampled or span.status == "error"]
         if not sendable:
             return
-        body = self._encode(sendable)
-        if self.compression == "gzip":
-            if len(body) > _COMPRESS_INLINE_BYTES:
-                body = await asyncio.to_thread(gzip.compress, body, 6)
-            else:
-                body = gzip.compress(body, 6)
+        if len(sendable) > _ENCODE_INLINE_SPANS:
+            # Encoding costs about 10-20 us a span: a full batch would hold the loop
+            # for milliseconds, so it is made in a thread (ended spans do not change).
+            body = await asyncio.to_thread(self._body, sendable)
+        else:
+            body = self._body(sendable)
         delay = self.backoff_initial_s
         cause = ""
         for attempt in range(1, self.max_attempts + 1):
@@ -155,11 +155,13 @@ class OTLPExporter:
             except Exception as exc:
                 report_internal_error("closing the OTLP session failed", exc)
 
-    def _encode(self, spans: Sequence[Span]) -> bytes:
+    def _body(self, spans: Sequence[Span]) -> bytes:
         data = otlp_from_spans(spans)
         if self.encoding == "protobuf":
-            return otlp_proto.encode_request(data)
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+            body = otlp_proto.encode_request(data)
+        else:
+            body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return gzip.compress(body, 6) if self.compression == "gzip" else body
 
     def _session_here(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

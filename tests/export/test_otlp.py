@@ -287,3 +287,39 @@ def test_bad_arguments_fail_at_setup() -> None:
             OTLPExporter(**kwargs)
     # opentelemetry-proto is in the dev extra: protobuf is the default then.
     assert OTLPExporter().encoding == "protobuf"
+
+
+async def test_a_full_batch_is_encoded_off_the_loop_and_arrives_whole(endpoint: Endpoint) -> None:
+    spans = [_span_at(1_764_236_400_000.0 + index) for index in range(100)]
+    for index, span in enumerate(spans):
+        span.span_id = f"{index + 1:016x}"
+    exporter = OTLPExporter(endpoint.url)
+    try:
+        await exporter.export(spans)
+    finally:
+        await exporter.shutdown()
+    (scope,) = endpoint.decoded().resource_spans[0].scope_spans
+    assert [proto.span_id.hex() for proto in scope.spans] == [span.span_id for span in spans]
+
+
+def test_the_fast_protobuf_encoding_equals_protobufs_own() -> None:
+    from google.protobuf import json_format
+
+    from asynctrace.export import _otlp_proto
+    from asynctrace.model.otlp import otlp_from_spans
+
+    span = _span_at(1_764_236_400_000.0)
+    span.parent_span_id = "b7ad6b7169203331"
+    span.tracestate = "asynctrace=s"
+    span.set_tag("http.method", "GET")
+    span.log("retrying", level="warn")
+    span.set_status("error", "failed")
+    data = otlp_from_spans([span], scope_version="1")
+    reference = _otlp_proto._copy(data)
+    _otlp_proto._convert_ids(reference, _otlp_proto._hex_to_base64)
+    expected = json_format.ParseDict(reference, ExportTraceServiceRequest())
+    assert ExportTraceServiceRequest.FromString(_otlp_proto.encode_request(data)) == expected
+    # A field the fast path does not know goes through ParseDict, not lost.
+    data["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["droppedAttributesCount"] = 3
+    decoded = ExportTraceServiceRequest.FromString(_otlp_proto.encode_request(data))
+    assert decoded.resource_spans[0].scope_spans[0].spans[0].dropped_attributes_count == 3
