@@ -49,9 +49,86 @@ def decode_request(body: bytes) -> dict[str, Any]:
         message = ExportTraceServiceRequest.FromString(body)
     except DecodeError as exc:
         raise ValueError(f"not an ExportTraceServiceRequest: {exc}") from None
+    try:
+        return _request_dict(message)
+    except _Unknown:
+        pass
+    # A value kind newer than this code knows: protobuf's generic (slower) mapping.
     data: dict[str, Any] = json_format.MessageToDict(message, use_integers_for_enums=True)
     _convert_ids(data, _base64_to_hex)
     return data
+
+
+class _Unknown(Exception):
+    """An AnyValue of a kind _value_dict does not know."""
+
+
+def _request_dict(message: Any) -> dict[str, Any]:
+    """The fields ``model.otlp`` reads, straight from the message (about five times
+    faster than ``MessageToDict``); links and dropped counts are not read there."""
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attributes_dict(resource.resource.attributes)},
+                "scopeSpans": [
+                    {"spans": [_span_dict(span) for span in scope.spans]}
+                    for scope in resource.scope_spans
+                ],
+            }
+            for resource in message.resource_spans
+        ]
+    }
+
+
+def _span_dict(span: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "traceId": span.trace_id.hex(),
+        "spanId": span.span_id.hex(),
+        "parentSpanId": span.parent_span_id.hex(),
+        "name": span.name,
+        "kind": span.kind,
+        "startTimeUnixNano": span.start_time_unix_nano,
+        "endTimeUnixNano": span.end_time_unix_nano,
+        "flags": span.flags,
+        "traceState": span.trace_state,
+        "attributes": _attributes_dict(span.attributes),
+        "events": [
+            {
+                "timeUnixNano": event.time_unix_nano,
+                "name": event.name,
+                "attributes": _attributes_dict(event.attributes),
+            }
+            for event in span.events
+        ],
+    }
+    if span.HasField("status"):
+        data["status"] = {"code": span.status.code, "message": span.status.message}
+    return data
+
+
+def _attributes_dict(attributes: Any) -> list[dict[str, Any]]:
+    return [{"key": item.key, "value": _value_dict(item.value)} for item in attributes]
+
+
+def _value_dict(value: Any) -> dict[str, Any]:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return {}
+    if kind == "string_value":
+        return {"stringValue": value.string_value}
+    if kind == "bool_value":
+        return {"boolValue": value.bool_value}
+    if kind == "int_value":
+        return {"intValue": value.int_value}
+    if kind == "double_value":
+        return {"doubleValue": value.double_value}
+    if kind == "bytes_value":
+        return {"bytesValue": base64.b64encode(value.bytes_value).decode("ascii")}
+    if kind == "array_value":
+        return {"arrayValue": {"values": [_value_dict(item) for item in value.array_value.values]}}
+    if kind == "kvlist_value":
+        return {"kvlistValue": {"values": _attributes_dict(value.kvlist_value.values)}}
+    raise _Unknown(kind)
 
 
 def encode_request(data: dict[str, Any]) -> bytes:

@@ -33,6 +33,7 @@ other spans of its trace in the same request, so a trace is never stored in part
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -339,7 +340,12 @@ def _scalar_text(native: object) -> str:
 
 
 def _double_text(value: float) -> str:
-    # JavaScript's String(2.0) is "2", as the seed tracer wrote numbers.
+    # JavaScript's String(2.0) is "2", as the seed tracer wrote numbers; String(NaN)
+    # and String(Infinity) are also what OTLP/JSON writes for them.
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
     if value.is_integer() and abs(value) < 1e21:
         return str(int(value))
     return repr(value)
