@@ -323,3 +323,34 @@ def test_the_fast_protobuf_encoding_equals_protobufs_own() -> None:
     data["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["droppedAttributesCount"] = 3
     decoded = ExportTraceServiceRequest.FromString(_otlp_proto.encode_request(data))
     assert decoded.resource_spans[0].scope_spans[0].spans[0].dropped_attributes_count == 3
+
+
+async def test_headers_carry_the_receivers_token(redis_url: str) -> None:
+    server = TestServer(create_app(RedisExporter(redis_url), token="s3cret"), host="127.0.0.1")
+    await server.start_server()
+    url = str(server.make_url(TRACES_PATH))
+    with_token = OTLPExporter(url, headers={"Authorization": "Bearer s3cret"})
+    without = OTLPExporter(url)
+    try:
+        await with_token.export([_span_at(1_764_236_400_000.0)])
+        with pytest.raises(OTLPExportError, match="HTTP 401"):
+            await without.export([_span_at(1_764_236_400_000.0)])
+    finally:
+        await with_token.shutdown()
+        await without.shutdown()
+        await server.close()
+
+
+def test_several_exporters_need_at_least_one_and_hand_over_each_span_once() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        ExportQueues([])
+    first, second = InMemoryExporter(), InMemoryExporter()
+    queues = ExportQueues([first, second])
+    spans = [_span_at(1_764_236_400_000.0 + index) for index in range(3)]
+    for span in spans:
+        queues.append(span)  # no loop: queued, no export task yet
+    assert queues.stats().queued == 6
+    handed: list[Span] = []
+    queues.hand_over(handed.append)
+    assert handed == spans
+    assert (first.spans, second.spans) == ([], [])
