@@ -277,3 +277,32 @@ async def test_a_large_request_is_decoded_off_the_loop_and_stored(
     )
     assert response.status == 200
     assert len(await _stored(redis_url)) == 401
+
+
+def test_without_opentelemetry_proto_json_still_works() -> None:
+    # A bare `pip install asynctrace`: the OTLP paths import protobuf only when used.
+    script = """
+import sys
+sys.modules["opentelemetry.proto"] = None  # as if opentelemetry-proto were missing
+import asynctrace.receiver
+from asynctrace.export import OTLPExporter
+from asynctrace.export import _otlp_proto
+assert not _otlp_proto.is_available()
+assert OTLPExporter().encoding == "json"
+print("ok")
+"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)  # this tree, not another install
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr
