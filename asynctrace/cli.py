@@ -748,6 +748,41 @@ def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
             raise click.UsageError(str(exc)) from None
 
 
+@main.command(short_help="Receive OpenTelemetry spans (OTLP/HTTP) into the trace store.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=_PORT, default=4318, show_default=True, help="Port to listen on.")
+@click.option(
+    "--token",
+    envvar="ASYNCTRACE_TOKEN",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer TOKEN' on every request (needed off loopback).",
+)
+@click.pass_obj
+def receive(settings: _Settings, host: str, port: int, token: str | None) -> None:
+    """Serve OTLP/HTTP POST /v1/traces (JSON; protobuf with the otlp extra) until Ctrl-C.
+
+    Spans are written to --redis-url as asynctrace's own exporter writes them.
+    """
+    from asynctrace.receiver import serve as serve_receiver
+
+    async def run() -> None:
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"receiving OTLP on http://{shown}:{port}/v1/traces (Ctrl-C to stop)")
+        try:
+            await serve_receiver(
+                settings.redis_url, host=host, port=port, token=token, prefix=settings.prefix
+            )
+        except OSError as exc:
+            raise AsynctraceError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+    with _reported():
+        try:
+            _run_until_stopped(run())
+        except ValueError as exc:
+            # serve() refuses a public address without a token, and a bad token.
+            raise click.UsageError(str(exc)) from None
+
+
 def _run_until_stopped(job: Coroutine[Any, Any, object]) -> None:
     """``asyncio.run`` a job that runs until Ctrl-C, the normal way to stop it."""
     try:

@@ -285,6 +285,7 @@ def span(
                 new.service = service or current.service
                 new.is_sampled = current.is_sampled
                 new.is_local_root = False
+                new.is_random = current.is_random
                 new.tracestate = current.tracestate
             else:
                 try:
@@ -295,6 +296,7 @@ def span(
                 new.service = service or recorder.service
                 new.is_sampled = recorder.should_sample()
                 new.is_local_root = True
+                new.is_random = True  # W3C Level 2: ids.py draws trace ids at random
                 new.tracestate = ""
         else:
             new.trace_id = parent.trace_id
@@ -302,6 +304,7 @@ def span(
             new.service = service or recorder.service
             new.is_sampled = parent.is_sampled
             new.is_local_root = True
+            new.is_random = parent.is_random
             new.tracestate = parent.tracestate
         try:
             new.span_id = pop_span_id()

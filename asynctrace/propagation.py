@@ -2,9 +2,13 @@
 
 Rules follow the W3C Trace Context Recommendation (23 November 2021,
 https://www.w3.org/TR/2021/REC-trace-context-1-20211123/); section numbers in the
-comments point into it. Everything that reads a header validates before an id leaves
-this module, and nothing here raises: a header that is absent, malformed or of the
-wrong type reads as "no parent", so the caller starts a new trace.
+comments point into it. Level 2 (https://www.w3.org/TR/trace-context-2/) adds the
+random trace-id flag and, in its current editor's draft (w3c/trace-context#584, which
+the W3C test harness follows), a simpler tracestate key grammar and lets vendors
+discard duplicate keys; both are implemented, and Level 1 headers stay valid.
+Everything that reads a header validates before an id leaves this module, and
+nothing here raises: a header that is absent, malformed or of the wrong type reads
+as "no parent", so the caller starts a new trace.
 """
 
 from __future__ import annotations
@@ -67,6 +71,11 @@ _ZERO_SPAN_ID = "0" * 16
 # The sampled flag is bit 0 of trace-flags (W3C §3.2.2.5.1): it is set exactly when
 # the last hex digit is odd, which spares an int() call on the hot path.
 _ODD_HEX_DIGITS = frozenset("13579bdf")
+# Level 2's random trace-id flag is bit 1 (0x02): set in the last hex digits 2, 3, 6,
+# 7, a, b, e and f.
+_RANDOM_FLAG_DIGITS = frozenset("2367abef")
+# format_traceparent's flags by (is_sampled, is_random); every other bit MUST be zero.
+_FLAGS = {(False, False): "00", (True, False): "01", (False, True): "02", (True, True): "03"}
 # RFC 7230 §3.2.3 OWS: spaces and horizontal tabs, nothing else.
 _OWS = " \t"
 
@@ -86,17 +95,14 @@ _MAX_TRACESTATE_PIECES = 4 * _MAX_TRACESTATE_MEMBERS
 # A 32-digit id with generous OWS around it; longer values are rejected unread.
 _MAX_ID_HEADER_LENGTH = 64
 
-# W3C §3.3.1.3.1 (Level 1 ABNF):
-#   simple-key       = lcalpha 0*255( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
-#   multi-tenant-key = tenant-id "@" system-id
-#   tenant-id        = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
-#   system-id        = lcalpha 0*13( lcalpha / DIGIT / "_" / "-"/ "*" / "/" )
-# The note under it says "begin with a lowercase letter or a digit"; the editors
-# confirmed the ABNF is meant (w3c/trace-context#576): only a tenant-id may start
-# with a digit.
-_TRACESTATE_KEY = re.compile(
-    r"[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
-)
+# W3C Level 2 key grammar (editor's draft, w3c/trace-context#584):
+#   key     = ( lcalpha / DIGIT ) 0*255( keychar )
+#   keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+# Every Level 1 key (simple-key, or tenant-id "@" system-id within 241 + 14) matches
+# it; so do "foo@", "foo@@bar" and a 242-character tenant, which the W3C harness
+# expects to be passed on. A key still starts with a letter or digit ("@foo" fails)
+# and is at most 256 characters.
+_TRACESTATE_KEY = re.compile(r"[a-z0-9][a-z0-9_\-*/@]{0,255}")
 _MAX_TRACESTATE_VALUE = 256
 
 VENDOR_KEY = "asynctrace"
@@ -140,7 +146,10 @@ def parse_traceparent(value: str) -> SpanContext | None:
     """
     try:
         fields = _traceparent_fields(value)
-        return None if fields is None else SpanContext(*fields, "")
+        if fields is None:
+            return None
+        trace_id, span_id, is_sampled, is_random = fields
+        return SpanContext(trace_id, span_id, is_sampled, "", is_random)
     except Exception as exc:
         report_internal_error("traceparent parsing failed", exc)
         return None
@@ -150,9 +159,11 @@ def parse_tracestate(values: str | Sequence[str]) -> str:
     """Validate ``tracestate`` header lines and return the value to pass on, or "".
 
     Several lines are combined in order with commas (W3C §3.3.1.1, RFC 7230 §3.2.2).
-    The whole header is dropped ("") when any list-member is malformed, a key repeats
-    (§3.3.1.4) or there are more than 32 members (§3.3.1.2); empty and
-    whitespace-only members are allowed and dropped. The result is the members
+    The whole header is dropped ("") when any list-member is malformed or there are
+    more than 32 members (§3.3.1.2); empty and whitespace-only members are allowed
+    and dropped. A repeated key keeps its first (leftmost, most recent) entry: Level 2
+    lets vendors discard duplicates they did not make, and the rest of the header
+    stays valid. The result is the members
     joined by "," without OWS, cut to at most 512 characters by dropping whole
     entries as §3.3.1.5 says. Never raises.
     """
@@ -165,6 +176,7 @@ def parse_tracestate(values: str | Sequence[str]) -> str:
             return ""
         members: list[str] = []
         keys: set[str] = set()
+        count = 0
         for piece in pieces:
             # §3.3.1.1: spaces and tabs around a list-member are ignored. A value
             # may start with spaces (kept) but must end with a non-space (§3.3.1.3.2),
@@ -173,26 +185,30 @@ def parse_tracestate(values: str | Sequence[str]) -> str:
             if not member:
                 continue
             key, equals, member_value = member.partition("=")
-            if not equals or key in keys or not _is_tracestate_member(key, member_value):
+            if not equals or not _is_tracestate_member(key, member_value):
                 return ""
-            keys.add(key)
-            members.append(member)
-            if len(members) > _MAX_TRACESTATE_MEMBERS:
-                return ""
+            count += 1
+            if count > _MAX_TRACESTATE_MEMBERS:
+                return ""  # counted before duplicates go: the list itself is too long
+            if key not in keys:
+                keys.add(key)
+                members.append(member)
         return _truncate_tracestate(members)
     except Exception as exc:
         report_internal_error("tracestate parsing failed", exc)
         return ""
 
 
-def format_traceparent(trace_id: str, span_id: str, *, is_sampled: bool) -> str:
+def format_traceparent(
+    trace_id: str, span_id: str, *, is_sampled: bool, is_random: bool = False
+) -> str:
     """Format a version-00 ``traceparent`` value.
 
     The ids are not checked: pass ids made by ``asynctrace.ids`` or read by
-    ``parse_traceparent``. Only the sampled flag is set; W3C §3.2.2.5.2 says the
-    other flags MUST be zero.
+    ``parse_traceparent``. Sets the sampled flag (0x01) and, with ``is_random``, the
+    Level 2 random trace-id flag (0x02); the other flags MUST be zero.
     """
-    return f"00-{trace_id}-{span_id}-{'01' if is_sampled else '00'}"
+    return f"00-{trace_id}-{span_id}-{_FLAGS[bool(is_sampled), bool(is_random)]}"
 
 
 def extract(headers: Mapping[str, str]) -> SpanContext | None:
@@ -219,10 +235,10 @@ def extract(headers: Mapping[str, str]) -> SpanContext | None:
         if traceparent is not None:
             # §3.3: tracestate is parsed only once traceparent is valid, and a bad
             # tracestate never invalidates the traceparent.
-            trace_id, span_id, is_sampled = traceparent
+            trace_id, span_id, is_sampled, is_random = traceparent
             states = lines(TRACESTATE_HEADER, ())
             tracestate = _tracestate_of(states) if states else ""
-            return _new_context(SpanContext, (trace_id, span_id, is_sampled, tracestate))
+            return _new_context(SpanContext, (trace_id, span_id, is_sampled, tracestate, is_random))
         seed_trace_id = _hex_id(_single(lines(_LOWER_TRACE_ID_HEADER, ())), 32)
         if seed_trace_id is None:
             return None
@@ -290,8 +306,11 @@ def _headers_for(span: Span | SpanContext) -> dict[str, str]:
         # Without a parent-id there is no traceparent, and W3C §4.2 says a
         # tracestate without a traceparent is invalid: send the seed header only.
         return {TRACE_ID_HEADER: trace_id}
+    # Level 2: the random flag is kept on every outgoing request of a trace that
+    # arrived with it, and set on the traces we start (our trace ids are random).
     headers = {
-        TRACEPARENT_HEADER: format_traceparent(trace_id, span_id, is_sampled=bool(span.is_sampled))
+        TRACEPARENT_HEADER: f"00-{trace_id}-{span_id}-"
+        + _FLAGS[bool(span.is_sampled), bool(span.is_random)]
     }
     tracestate = _outgoing_tracestate(span.tracestate)
     if isinstance(span, Span) and span.service:
@@ -317,8 +336,8 @@ def _outgoing_tracestate(value: object) -> str:
     return parse_tracestate(value)
 
 
-def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
-    """(trace_id, parent_id, is_sampled) of a valid traceparent, else None."""
+def _traceparent_fields(value: object) -> tuple[str, str, bool, bool] | None:
+    """(trace_id, parent_id, is_sampled, is_random) of a valid traceparent, else None."""
     if type(value) is str and len(value) == _TRACEPARENT_LENGTH and value[:3] == "00-":
         # The common case, version 00 with nothing around it: only the check below.
         text = value
@@ -356,7 +375,8 @@ def _traceparent_fields(value: object) -> tuple[str, str, bool] | None:
     # With the check above this is exactly ids.is_valid_trace_id/is_valid_span_id.
     if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
         return None
-    return trace_id, span_id, text[54] in _ODD_HEX_DIGITS
+    flags = text[54]
+    return trace_id, span_id, flags in _ODD_HEX_DIGITS, flags in _RANDOM_FLAG_DIGITS
 
 
 def _mapping_lines(headers: object) -> Callable[[str, Sequence[object]], Sequence[object]]:

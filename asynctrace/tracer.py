@@ -10,13 +10,14 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypedDict, Unpack
 
 from asynctrace import context, keys
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.export import ExportQueue, ExportStats, RedisExporter, SpanExporter
+from asynctrace.export.fanout import ExportQueues
 from asynctrace.model import DEFAULT_LIMITS, Limits, Span
 
 __all__ = [
@@ -42,6 +43,10 @@ class Tracer:
     (``accepts_unsampled``, as ``RedisExporter`` does), an unsampled local-root or
     server span is queued for the aggregates only and counted in ``aggregate_only``
     as well (it then also shows in ``exported`` or ``dropped``, like any queued span).
+
+    ``exporter`` may be a list of exporters (say ``RedisExporter`` and
+    ``OTLPExporter``): each gets its own queue (``export.fanout.ExportQueues``), so a
+    failing one never stops the others, and ``stats()`` adds their counts up.
     """
 
     def __init__(
@@ -49,7 +54,7 @@ class Tracer:
         *,
         service: str | None = None,
         redis_url: str | None = None,
-        exporter: SpanExporter | None = None,
+        exporter: SpanExporter | Sequence[SpanExporter] | None = None,
         sample_rate: float = 1.0,
         slow_threshold_ms: float = 1000.0,
         trace_ttl_s: int = keys.TRACE_TTL_S,
@@ -80,18 +85,32 @@ class Tracer:
                 trace_ttl_s=trace_ttl_s,
                 aggregate_ttl_s=aggregate_ttl_s,
             )
-        self.exporter = exporter
-        self.queue = (
-            ExportQueue(
-                exporter, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+        self.queue: ExportQueue | ExportQueues | None
+        if exporter is not None and not isinstance(exporter, SpanExporter):
+            # Several exporters: a queue each (export/fanout.py), so none holds up another.
+            exporters = list(exporter)
+            self.exporter: SpanExporter | None = exporters[0] if exporters else None
+            self.queue = ExportQueues(
+                exporters, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
             )
-            if exporter is not None
-            else None
-        )
+            self._append_aggregating = self.queue.append_aggregating
+            aggregating = [getattr(each, "accepts_unsampled", False) for each in exporters]
+        else:
+            self.exporter = exporter
+            self.queue = (
+                ExportQueue(
+                    exporter, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+                )
+                if exporter is not None
+                else None
+            )
+            if self.queue is not None:
+                self._append_aggregating = self.queue.append
+            aggregating = [getattr(exporter, "accepts_unsampled", False)]
         self._unsampled = 0
         self._aggregate_only = 0
         # An exporter that writes aggregates says so; others never see unsampled ok spans.
-        self._is_aggregating = getattr(exporter, "accepts_unsampled", False) is True
+        self._is_aggregating = any(flag is True for flag in aggregating)
         self._warned_unexported = False
         # What the context layer hands ended spans to: a sampled span appends itself to
         # the queue while it has room (no method of ours on that path), else on_end.
@@ -129,7 +148,7 @@ class Tracer:
             # Aggregates count every request, sampled or not; the exporter writes
             # only aggregates for an unsampled ok span.
             self._aggregate_only += 1
-            self.queue.append(span)
+            self._append_aggregating(span)
 
     def start(self) -> None:
         """Start the export task on the running loop, if there is one."""
@@ -169,7 +188,7 @@ _retired: set[asyncio.Task[bool]] = set()
 class TracerOptions(TypedDict, total=False):
     """The keyword options of ``configure()``; their defaults are ``Tracer``'s."""
 
-    exporter: SpanExporter | None
+    exporter: SpanExporter | Sequence[SpanExporter] | None
     sample_rate: float
     slow_threshold_ms: float
     trace_ttl_s: int

@@ -949,7 +949,8 @@ async def test_client_span_is_a_child_of_the_current_span_and_parents_the_callee
     }
     assert callee.parent_span_id == client.span_id
     assert callee.trace_id == job.trace_id
-    assert sent["traceparent"] == f"00-{job.trace_id}-{client.span_id}-01"
+    # 03: sampled, and random (W3C Level 2) since the trace started here.
+    assert sent["traceparent"] == f"00-{job.trace_id}-{client.span_id}-03"
     assert sent["x-trace-id"] == job.trace_id
     assert sent["x-span-id"] == client.span_id
     assert "s3cret" not in repr(client.to_dict())

@@ -128,6 +128,8 @@ class SpanContext(NamedTuple):
     span_id: str | None
     is_sampled: bool = True
     tracestate: str = ""
+    is_random: bool = False
+    """W3C Level 2 random trace-id flag: the caller's trace id is random (0x02)."""
 
 
 class Span:
@@ -147,6 +149,7 @@ class Span:
         "_tags",
         "duration",
         "is_local_root",
+        "is_random",
         "is_sampled",
         "kind",
         "limits",
@@ -173,6 +176,7 @@ class Span:
     _logs: list[SpanLog] | None
     is_sampled: bool
     is_local_root: bool
+    is_random: bool
     tracestate: str
     limits: Limits
 
@@ -187,6 +191,7 @@ class Span:
         kind: str = "internal",
         is_sampled: bool = True,
         is_local_root: bool | None = None,
+        is_random: bool = False,
         tracestate: str = "",
         limits: Limits = DEFAULT_LIMITS,
         on_end: Callable[[Span], None] | None = None,
@@ -202,6 +207,7 @@ class Span:
         self._logs = None
         self.is_sampled = is_sampled
         self.is_local_root = parent_span_id is None if is_local_root is None else is_local_root
+        self.is_random = is_random
         self.tracestate = tracestate
         self.limits = limits
         self._on_end = on_end
@@ -438,6 +444,7 @@ class Span:
         span.logs = _decode_logs(data.get("logs"))
         span.is_sampled = True
         span.is_local_root = parent is None
+        span.is_random = False
         span.tracestate = ""
         span.limits = DEFAULT_LIMITS
         span._on_end = None

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
 
 from asynctrace import keys
-from asynctrace.export import InMemoryExporter, RedisExporter, SpanExporter
+from asynctrace.export import InMemoryExporter, OTLPExporter, RedisExporter, SpanExporter
 from asynctrace.model import Span, spans_of
+from asynctrace.receiver import TRACES_PATH, create_app
 from asynctrace.testing import RedisServer
 
 Reader = Callable[[str], Awaitable[list[Span]]]
@@ -33,7 +35,7 @@ def finished(span_id: str, parent: str | None = None) -> Span:
     )
 
 
-@pytest.fixture(params=["memory", "redis-fake", "redis-real"])
+@pytest.fixture(params=["memory", "redis-fake", "redis-real", "otlp-to-receiver"])
 async def exporter_and_reader(
     request: pytest.FixtureRequest, redis_server: RedisServer
 ) -> AsyncIterator[tuple[SpanExporter, Reader]]:
@@ -47,6 +49,24 @@ async def exporter_and_reader(
         return
 
     redis: aioredis.Redis
+    if request.param == "otlp-to-receiver":
+        # OTLPExporter into `asynctrace receive`, which writes to the real Redis.
+        redis = aioredis.Redis.from_url(redis_server.url)
+        await redis.flushdb()
+        receiver = TestServer(create_app(RedisExporter(client=redis)), host="127.0.0.1")
+        await receiver.start_server()
+        otlp = OTLPExporter(str(receiver.make_url(TRACES_PATH)))
+
+        async def read_received(trace_id: str) -> list[Span]:
+            spans, corrupt = spans_of(await redis.lrange(keys.trace_key(trace_id), 0, -1))
+            assert corrupt == 0
+            return spans
+
+        yield otlp, read_received
+        await otlp.shutdown()
+        await receiver.close()
+        await redis.aclose()
+        return
     if request.param == "redis-fake":
         redis = fakeredis.FakeAsyncRedis()
     else:
