@@ -99,16 +99,25 @@ def test_a_bare_asynctrace_prints_the_usage_on_several_lines() -> None:
     assert result.stdout == invoke("--help").stdout
 
 
-# -- serve --port 0 ------------------------------------------------------------------------
+# -- serve and receive --port 0 --------------------------------------------------------
 
 
 @pytest.mark.timeout(60)
-async def test_serve_on_port_0_prints_the_address_it_listens_on(redis_url: str) -> None:
+@pytest.mark.parametrize(
+    ("command", "announced", "probe"),
+    [
+        ("serve", r"serving the dashboard on (http://127\.0\.0\.1:(\d+)/) .*\n", "api/health"),
+        ("receive", r"receiving OTLP on (http://127\.0\.0\.1:(\d+)/)v1/traces .*\n", ""),
+    ],
+)
+async def test_a_server_on_port_0_prints_the_address_it_listens_on(
+    redis_url: str, command: str, announced: str, probe: str
+) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "asynctrace",
-        "serve",
+        command,
         "--port",
         "0",
         "--redis-url",
@@ -122,14 +131,16 @@ async def test_serve_on_port_0_prints_the_address_it_listens_on(redis_url: str) 
         assert process.stdout is not None
         async with asyncio.timeout(30):
             line = (await process.stdout.readline()).decode()
-        found = re.fullmatch(r"serving the dashboard on (http://127\.0\.0\.1:(\d+)/) .*\n", line)
+        found = re.fullmatch(announced, line)
         assert found is not None, line
         assert int(found[2]) > 0
+        # Something answers there: the dashboard's health check; the receiver's 404
+        # for a path it does not serve.
         async with (
             aiohttp.ClientSession() as session,
-            session.get(found[1] + "api/health") as response,
+            session.get(found[1] + probe) as response,
         ):
-            assert response.status == 200
+            assert response.status == (200 if probe else 404)
     finally:
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
