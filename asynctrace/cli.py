@@ -28,6 +28,7 @@ from click.core import ParameterSource
 import asynctrace
 from asynctrace import keys
 from asynctrace.analysis import bottleneck, error_chain, trace_report
+from asynctrace.analysis.changes import StepChange
 from asynctrace.errors import AsynctraceError, InvalidQueryError
 from asynctrace.model import Span, SpanDecodeError, Trace, decode_span, utc_day
 from asynctrace.store import EdgeStats, StatsRow, TraceStore, TraceSummary, WeeklyPattern
@@ -430,20 +431,27 @@ def _period_text(since_ms: float | None, now_ms: float) -> str:
 def stats(settings: _Settings, service: str | None, since: str | None) -> None:
     """Rate, error %, p50/p95/p99 and max per service and operation, from the per-hour
     aggregates (kept 35 days), with the change against the period of the same length
-    before. Every request counts, sampled or not."""
+    before. Every request counts, sampled or not. Below the table, one line per route
+    whose p95 changed from one hour on in the last 7 days and stayed ("p95 of GET
+    /orders/{id} went from 400 ms to 1,200 ms on Tuesday 14:00 UTC and stayed")."""
     now_ms = _now_of(settings)
     since_ms = _since_ms(since, now_ms)
 
-    async def read(store: TraceStore) -> list[StatsRow]:
-        return await store.stats(service, since_ms, now=now_ms)
+    async def read(store: TraceStore) -> tuple[list[StatsRow], list[StepChange]]:
+        rows = await store.stats(service, since_ms, now=now_ms)
+        changes = await store.step_changes(service, now=now_ms) if rows else []
+        return rows, changes
 
-    rows = _query(settings, read, param_hint="'--since'")
+    rows, changes = _query(settings, read, param_hint="'--since'")
     period = _period_text(since_ms, now_ms)
     if not rows:
         click.echo(f"no requests aggregated from {period}")
         return
     click.echo(f"requests from {period}; change against the period before")
     click.echo(render_stats_table(rows))
+    # A deploy that made a route slower (or faster) and stayed, over the last 7 days.
+    for change in changes:
+        click.echo(f"{change.service}: {change.sentence}")
 
 
 @main.command(short_help="Hour-of-week heatmap of one operation, and its hot spots.")
