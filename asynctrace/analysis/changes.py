@@ -1,4 +1,4 @@
-"""Step changes: a route that became slower (or faster) from one hour on, and stayed.
+"""Step changes: a route that became slower from one hour on, and stayed.
 
 A deploy that makes ``GET /orders/{id}`` three times slower on a Tuesday is not a
 weekly pattern (``asynctrace.analysis.patterns`` never names it), but it is worth
@@ -12,12 +12,15 @@ named only when all hold:
 
 - the split is far beyond chance: log-likelihood ratio of at least ``_MIN_EVIDENCE``
   (a chance of about e^-20 per split, for some 800 splits);
-- p95 after is at least ``factor`` times p95 before (or at most 1/``factor``);
+- p95 after is at least ``factor`` times p95 before (a route that got faster is good
+  news, not reported);
 - it stayed: every day after the change (24-hour blocks, the last may be shorter)
-  with requests keeps more than half of them on the new side of the old median;
+  with requests has more than half of them above the old median times the square
+  root of ``factor``, halfway (in log terms) to where a ``factor`` step puts it;
 - there are at least 24 hours before and 12 hours after, with requests in both.
 
-A slow week that ended, a single bad hour or a weekly spike fails "it stayed".
+A slow week that ended, a single bad hour or a weekly spike fails "it stayed". A slow
+period that has not ended yet is, from the data, a step change so far.
 """
 
 from __future__ import annotations
@@ -114,16 +117,12 @@ def step_change(
     before_median = before.quantile(0.5)
     if before_p95 is None or after_p95 is None or before_median is None:
         return None
-    is_slower = after_p95 >= factor * before_p95
-    if not is_slower and after_p95 * factor > before_p95:
+    if after_p95 < factor * before_p95:
         return None
+    bar = before_median * math.sqrt(factor)
     for day_start in range(split, len(hours), 24):
         day = Histogram().merge(*hours[day_start : day_start + 24])
-        if day.total == 0:
-            continue
-        over = _over(day, before_median)
-        new_side = over if is_slower else day.total - over
-        if 2 * new_side <= day.total:
+        if day.total and 2 * _over(day, bar) <= day.total:
             return None
     return StepChange(operation, split, start_ms, before_p95, after_p95, service)
 
