@@ -83,9 +83,11 @@ def _make_route(
     mean_rate: float | None = None,
     spike_rate: float | None = None,
     effect: float = 1.0,
-    can_step: bool = True,
+    only: str | None = None,
 ) -> _Route:
-    """One route; with ``spike_rate`` the spike's hours see that many requests an hour."""
+    """One route; with ``spike_rate`` the spike's hours see that many requests an hour.
+    ``only`` ("bad hour", "slow week", "step change") makes that the route's one
+    departure from normal instead of the random mix."""
     sigma = rng.uniform(0.25, 0.6)
     median = math.exp(rng.uniform(math.log(20.0), math.log(500.0)))
     spike_hours: frozenset[int] = frozenset()
@@ -100,10 +102,13 @@ def _make_route(
     rates = np.tile(_PROFILE * scale, WEEKS)  # oldest week first
     load = np.tile(_PROFILE / _PROFILE.max(), WEEKS)
     medians = median * (1.0 + 0.2 * load)
-    # Single bad hours: about two a week.
-    bad = rng.random(WEEKS * HOURS_PER_WEEK) < 2.0 / HOURS_PER_WEEK
-    medians = np.where(bad, medians * rng.uniform(3.0, 10.0, bad.shape), medians)
-    has_slow_week = rng.random() < 0.25
+    if only is None:
+        # Single bad hours: about two a week.
+        bad = rng.random(WEEKS * HOURS_PER_WEEK) < 2.0 / HOURS_PER_WEEK
+        medians = np.where(bad, medians * rng.uniform(3.0, 10.0, bad.shape), medians)
+    elif only == "bad hour":
+        medians[int(rng.integers(WEEKS * HOURS_PER_WEEK))] *= rng.uniform(3.0, 10.0)
+    has_slow_week = rng.random() < 0.25 if only is None else only == "slow week"
     is_slow_now = False
     if has_slow_week:
         week = int(rng.integers(WEEKS))
@@ -111,7 +116,7 @@ def _make_route(
         medians[week * HOURS_PER_WEEK : (week + 1) * HOURS_PER_WEEK] *= rng.uniform(1.5, 3.0)
     step_hour: int | None = None
     step_factor = 1.0
-    if can_step and rng.random() < 0.25:
+    if (rng.random() < 0.25) if only is None else only == "step change":
         # A deploy on a weekday 08:00-18:00, any week but the last day.
         week = int(rng.integers(WEEKS))
         step_hour = week * HOURS_PER_WEEK + int(rng.integers(5)) * 24 + int(rng.integers(8, 18))
@@ -171,6 +176,7 @@ def run(options: Options) -> ScenarioResult:
     rng = np.random.default_rng(SEED)
     per_row = 4 if options.quick else 100
     free_routes = 40 if options.quick else 2000
+    alone_routes = 5 if options.quick else 300
     started = time.perf_counter()
     found: dict[tuple[float, float], tuple[int, int]] = {}
     extra_spots = 0
@@ -191,7 +197,11 @@ def run(options: Options) -> ScenarioResult:
                 spike_routes += 1
             found[(level, effect)] = (hits, per_row)
     bands = ((0.0, 1.0), (1.0, 4.0), (4.0, 32.0), (32.0, 501.0))
-    alarms: dict[str, list[int]] = {}
+    alarms: dict[str, list[int]] = {"all": [0, 0]}
+    for low, high in bands:
+        alarms[f"{low:g}-{high:g} req/h"] = [0, 0]
+    alarms["with a slow week"] = [0, 0]
+    alarms["with a step change"] = [0, 0]
     steps_named = steps_total = steps_false = no_step_total = slow_now_named = slow_now = 0
     for _ in range(free_routes):
         mean_rate = math.exp(rng.uniform(math.log(0.1), math.log(500.0)))
@@ -206,9 +216,8 @@ def run(options: Options) -> ScenarioResult:
         if route.step_hour is not None:
             kinds.append("with a step change")
         for kind in kinds:
-            counts = alarms.setdefault(kind, [0, 0])
-            counts[0] += bool(spots)
-            counts[1] += 1
+            alarms[kind][0] += bool(spots)
+            alarms[kind][1] += 1
         change = step_change(_hourly(route), operation=OPERATION, start_ms=0.0)
         if route.step_hour is not None:
             steps_total += 1
@@ -220,6 +229,15 @@ def run(options: Options) -> ScenarioResult:
         else:
             no_step_total += 1
             steps_false += change is not None
+    # Each kind of noise alone: none of them may ever be called a weekly pattern.
+    alone: dict[str, list[int]] = {}
+    for kind in ("bad hour", "slow week", "step change"):
+        counts = alone.setdefault(kind, [0, 0])
+        for _ in range(alone_routes):
+            mean_rate = math.exp(rng.uniform(math.log(1.0), math.log(500.0)))
+            route = _make_route(rng, mean_rate=mean_rate, only=kind)
+            counts[0] += bool(hot_spots(route.cells, operation=OPERATION, weeks=WEEKS))
+            counts[1] += 1
     elapsed = time.perf_counter() - started
 
     table = Table(
@@ -239,6 +257,11 @@ def run(options: Options) -> ScenarioResult:
         table.notes.append(
             f"false alarms, routes without a spike, {kind}: {_share(alarmed, total)}"
         )
+    for kind, (alarmed, total) in alone.items():
+        table.notes.append(
+            f"called a weekly pattern, routes whose only noise is one {kind} (1-500 req/h): "
+            f"{_share(alarmed, total)}"
+        )
     table.notes.append(
         f"spots reported away from the spike on routes with one: {extra_spots} in "
         f"{spike_routes} routes"
@@ -250,7 +273,8 @@ def run(options: Options) -> ScenarioResult:
     )
     table.notes.append(
         f"floor: an hour needs at least {fewest_requests()} requests over the weeks, "
-        f"all of them slow; {elapsed:.0f} s for {spike_routes + free_routes} routes"
+        f"all of them slow; {elapsed:.0f} s for "
+        f"{spike_routes + free_routes + 3 * alone_routes} routes"
     )
 
     at_4 = [
@@ -286,6 +310,7 @@ def run(options: Options) -> ScenarioResult:
         },
         "false_alarms": {kind: {"alarmed": a, "routes": t} for kind, (a, t) in alarms.items()},
         "false_alarm_upper_95": upper,
+        "noise_alone": {kind: {"alarmed": a, "routes": t} for kind, (a, t) in alone.items()},
         "spots_away_from_spike": extra_spots,
         "steps": {
             "named": steps_named,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,12 @@ def test_the_floor_is_a_few_slow_requests_in_most_weeks() -> None:
     for week in (2, 3):
         del cells[(week, MONDAY_9)]
     assert hot_spots(cells, operation=OPERATION, weeks=4) == []
+
+
+def test_the_readme_states_the_floor_the_detector_computes() -> None:
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert f"needs at least {fewest_requests()} requests in that hour over the weeks" in readme
+    assert f"({fewest_requests(share=0.03)} when the route's share over its p95 is 3 %)" in (readme)
 
 
 def test_a_route_with_a_few_requests_a_day_flags_nothing() -> None:
