@@ -93,7 +93,8 @@ class HotSpot:
     """Hours of the week ``first_hour`` ..< ``end_hour`` (0 = Monday 00:00 UTC) that are
     slow week after week: ``p95_ms`` there (all weeks merged) against the
     ``typical_p95_ms``, hot in ``weeks_hot`` of the last ``weeks`` weeks, and
-    ``requests_over`` of its ``requests`` (all weeks) over the typical p95."""
+    ``requests_over`` of its ``requests`` (all weeks) over the typical p95 (without
+    ``requests``, as when built by hand, the sentence leaves the count out)."""
 
     operation: str
     first_hour: int
