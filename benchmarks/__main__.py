@@ -13,6 +13,7 @@ from benchmarks import (
     export_throughput,
     http_loopback,
     middleware_cost,
+    patterns,
     seed_vs_batched,
     service_chain,
     span_cost,
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Callable[[Options], ScenarioResult]] = {
     export_throughput.NAME: export_throughput.run,
     seed_vs_batched.NAME: seed_vs_batched.run,
     service_chain.NAME: service_chain.run,
+    patterns.NAME: patterns.run,
 }
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -290,6 +290,8 @@ async def test_patterns_grid_counts_every_hour_of_the_week(
         (lambda s: s.stats(since=-1), "since must be"),
         (lambda s: s.patterns("a", "b", weeks=6), "weeks"),
         (lambda s: s.patterns("", "b"), "service and an operation"),
+        (lambda s: s.step_changes(days=0), "days must be 1 to 35"),
+        (lambda s: s.step_changes(days=36), "days must be 1 to 35"),
     ],
 )
 async def test_bad_aggregate_queries_are_refused_before_any_io(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asynctrace import keys
+from asynctrace.analysis.changes import StepChange, step_change
 from asynctrace.analysis.patterns import HOURS_PER_WEEK, HotSpot, PatternGuard, hot_spots
 from asynctrace.errors import InvalidQueryError
 from asynctrace.histogram import Histogram
@@ -248,6 +249,55 @@ class _AggregateQueries(_StoreConnection):
             cells=cells,
             hot_spots=tuple(spots),
         )
+
+    async def step_changes(
+        self,
+        service: str | None = None,
+        *,
+        days: int = 7,
+        now: float | None = None,
+    ) -> list[StepChange]:
+        """The routes whose p95 changed from one hour on and stayed, over the last
+        ``days`` (1..35) days up to the end of ``now``'s hour, each with its sentence
+        (see ``asynctrace.analysis.changes``); latest change first.
+
+        Reads one aggregate hash per hour and route, pipelined and bounded as ``stats``.
+        """
+        service = _valid_filter(service, "service")
+        if not 1 <= days <= keys.AGGREGATE_TTL_S // 86_400:
+            raise InvalidQueryError("days must be 1 to 35")
+        end = (_now_ms(now) // _HOUR_MS + 1) * _HOUR_MS
+        start = end - days * _DAY_MS
+        hours = _hours(start, end)
+        indexes = await self._pipelined(
+            [("SMEMBERS", keys.operation_index_key(hour, prefix=self._prefix)) for hour in hours]
+        )
+        wanted: list[tuple[int, str, tuple[str, str]]] = []
+        for number, members in enumerate(indexes):
+            for member in members or ():
+                text = _text(member)
+                pair = keys.parse_pair_member(text)
+                if pair is not None and (service is None or pair[0] == service):
+                    wanted.append((number, text, pair))
+        _check_bounded(len(wanted))
+        replies = await self._pipelined(
+            [
+                ("HGETALL", keys.aggregate_key(hours[number], text, prefix=self._prefix))
+                for number, text, _ in wanted
+            ]
+        )
+        by_pair: dict[tuple[str, str], list[Histogram]] = {}
+        for (number, _, pair), reply in zip(wanted, replies, strict=True):
+            series = by_pair.setdefault(pair, [Histogram() for _ in hours])
+            series[number] = Histogram(_Total.of(reply).buckets)
+        changes = [
+            change
+            for (name, operation), series in sorted(by_pair.items())
+            if (change := step_change(series, operation=operation, start_ms=start, service=name))
+            is not None
+        ]
+        changes.sort(key=lambda change: -change.changed_at_ms)
+        return changes
 
     async def service_map(
         self,

@@ -25,6 +25,7 @@ __all__ = [
     "HeatCell",
     "HeatLegend",
     "MapView",
+    "SpotView",
     "format_rate",
     "heat_legend",
     "heat_rows",
@@ -32,6 +33,7 @@ __all__ = [
     "map_view",
     "pattern_json",
     "since_ms",
+    "spot_views",
     "stats_json",
 ]
 
@@ -123,6 +125,8 @@ def _spot_json(spot: HotSpot) -> dict[str, Any]:
         "typical_p95_ms": round(spot.typical_p95_ms, 3),
         "weeks_hot": spot.weeks_hot,
         "weeks": spot.weeks,
+        "requests": spot.requests,
+        "requests_over": spot.requests_over,
         "sentence": spot.sentence,
     }
 
@@ -243,6 +247,28 @@ def heat_rows(pattern: WeeklyPattern, now_ms: float) -> list[tuple[str, list[Hea
             cells.append(HeatCell(f"heat-{level}" + (" hot" if spot else ""), title, link))
         rows.append((name, cells))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class SpotView:
+    """One hot spot on the Patterns page: its sentence, and a link to slow traces of
+    its latest occurrence while they are kept ("" once they expired)."""
+
+    sentence: str
+    link: str
+
+
+def spot_views(pattern: WeeklyPattern, now_ms: float) -> list[SpotView]:
+    """The hot spots of ``pattern`` with their example links (the first hour of the spot
+    whose latest occurrence is still kept)."""
+    views = []
+    for spot in pattern.hot_spots:
+        links = (
+            _examples_link(pattern, spot, hour, now_ms)
+            for hour in range(spot.first_hour, spot.end_hour)
+        )
+        views.append(SpotView(spot.sentence, next((link for link in links if link), "")))
+    return views
 
 
 def _examples_link(pattern: WeeklyPattern, spot: HotSpot, index: int, now_ms: float) -> str:

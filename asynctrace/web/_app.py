@@ -29,6 +29,7 @@ from asynctrace.web._aggregates import (
     map_view,
     pattern_json,
     since_ms,
+    spot_views,
     stats_json,
 )
 from asynctrace.web._assets import Assets
@@ -306,6 +307,7 @@ async def _patterns_page(request: web.Request) -> web.StreamResponse:
         "weeks": weeks,
         "pattern": None,
         "rows": [],
+        "spots": [],
         "choices": [],
     }
     store = request.app[STORE]
@@ -314,6 +316,7 @@ async def _patterns_page(request: web.Request) -> web.StreamResponse:
         context["pattern"] = pattern
         context["rows"] = heat_rows(pattern, now_ms)
         context["legend"] = heat_legend(pattern)
+        context["spots"] = spot_views(pattern, now_ms)
     else:
         # Offer the busiest operations of the last week to pick from.
         context["choices"] = (await store.stats(since=now_ms - 7 * 86_400_000.0, now=now_ms))[:50]

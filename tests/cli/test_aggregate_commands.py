@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,77 @@ def test_a_monday_morning_spike_imported_over_four_weeks_is_named(
     assert grid[MONDAY_9] == "█"
     assert set(grid[:MONDAY_9] + grid[MONDAY_9 + 1 :]) <= {"░", "▒"}
     assert lines[-1].startswith(f"{OPERATION}: Mondays 09:00\u201310:00 UTC, p95 ")
-    assert lines[-1].endswith("typical, in 4 of the last 4 weeks")
+    assert lines[-1].endswith(
+        f"typical, in 4 of the last 4 weeks, {4 * PER_HOUR} of {4 * PER_HOUR} requests over "
+        + lines[-1].split(" vs ")[1].split(" typical")[0]
+    )
+
+
+def _uniform_weeks(per_hour: int, *, seed: int) -> Iterator[dict[str, Any]]:
+    """Issue 19's new user: four weeks before NOW's hour at ``per_hour`` requests an
+    hour, 250-500 ms, and 4.5-5.5 s every Monday 09:00-10:00 UTC."""
+    rng = random.Random(seed)
+    end = NOW // HOUR_MS * HOUR_MS
+    number = 0
+    for hour_index in range(4 * 168):
+        hour_ms = end - (hour_index + 1) * HOUR_MS
+        hour_of_week = int((hour_ms // HOUR_MS + 72) % 168)  # 1970-01-01 was a Thursday
+        low, high = (4500.0, 5500.0) if hour_of_week == MONDAY_9 else (250.0, 500.0)
+        for _ in range(per_hour):
+            number += 1
+            yield _seed_span(number, hour_ms + rng.random() * HOUR_MS, rng.uniform(low, high))
+
+
+def test_twelve_requests_an_hour_are_enough_to_name_monday_nine(
+    redis_url: str, tmp_path: Path
+) -> None:
+    spans = _write(tmp_path / "spans.jsonl", _uniform_weeks(12, seed=19))
+    assert run(redis_url, "import", str(spans)).exit_code == 0
+
+    result = run(redis_url, "patterns", "--service", "orders", "--operation", OPERATION)
+
+    assert result.exit_code == 0, result.output
+    spot = result.stdout.splitlines()[-1]
+    assert spot.startswith(f"{OPERATION}: Mondays 09:00\u201310:00 UTC, p95 ")
+    assert spot.endswith(
+        " typical, in 4 of the last 4 weeks, 48 of 48 requests over "
+        + (spot.split(" vs ")[1].split(" typical")[0])
+    )
+
+
+def test_a_deploy_that_stays_slower_is_a_step_in_stats_not_a_weekly_pattern(
+    redis_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(3)
+    end = NOW // HOUR_MS * HOUR_MS
+    deploy = end - 6 * 24 * HOUR_MS + 2 * HOUR_MS  # Tuesday 14:00 UTC, six days ago
+    spans = [
+        _seed_span(
+            number,
+            start,
+            (1200.0 if start >= deploy else 400.0) * rng.lognormvariate(0, 0.2),
+        )
+        for number, start in enumerate(
+            end - 14 * 24 * HOUR_MS + index * HOUR_MS / 12 for index in range(14 * 24 * 12)
+        )
+    ]
+    imported = run(redis_url, "import", str(_write(tmp_path / "deploy.jsonl", iter(spans))))
+    assert imported.exit_code == 0
+
+    stats = run(redis_url, "stats")
+    patterns = run(redis_url, "patterns", "--service", "orders", "--operation", OPERATION)
+
+    assert stats.exit_code == 0, stats.output
+    step = re.fullmatch(
+        r"orders: p95 of GET /orders/\{id\} went from ([0-9,]+) ms to ([0-9,]+) ms on "
+        rf"Tuesday 14:00 UTC \({utc_text(deploy, '%Y-%m-%d')}\) and stayed",
+        stats.stdout.splitlines()[-1],
+    )
+    assert step is not None, stats.stdout
+    before, after = (float(text.replace(",", "")) for text in step.groups())
+    assert 400 < before < 700
+    assert 1200 < after < 2100
+    assert patterns.stdout.splitlines()[-1] == "no recurring hot spots"
 
 
 def test_noise_a_single_bad_hour_and_one_slow_week_are_not_named(

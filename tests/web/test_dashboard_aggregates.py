@@ -218,3 +218,5 @@ async def test_a_hot_hour_still_kept_links_to_its_slow_traces(
     )
     found = await (await client.get(link[1].replace("&amp;", "&"))).text()
     assert found.count('class="op" href="/traces/') == 25
+    # The sentence above the heatmap links to the same traces.
+    assert f'<li>{spot["sentence"]} &middot; <a href="{link[1]}">example traces</a></li>' in page
