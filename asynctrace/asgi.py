@@ -11,8 +11,8 @@ Starlette's router leaves in the scope (``scope["route"]``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from typing import Any, cast
 
 from asynctrace._http import (
     fail_server_span,
@@ -196,12 +196,12 @@ class TraceMiddleware:
         host = None
         for name, value in scope.get("headers") or ():
             if name in _CONTEXT_HEADERS:
-                context_lines.setdefault(name.decode("latin-1"), []).append(
-                    value.decode("latin-1")
-                )
+                context_lines.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
             elif name == _HOST:
                 host = value.decode("latin-1")
-        parent = extract(_Lines(context_lines)) if context_lines else None
+        # extract() reads a multidict through getall(), keeping repeated lines apart.
+        lines = cast("Mapping[str, str]", _Lines(context_lines))
+        parent = extract(lines) if context_lines else None
         first = unmatched_name(method) if scope.get("type") == "http" else _websocket_name(None)
         server = span(first, kind="server", service=self.service, parent=parent)
         client = scope.get("client")
@@ -323,7 +323,10 @@ def _template_of(scope: Scope) -> str | None:
         return None
     root_path = scope.get("root_path") or ""
     app_root_path = scope.get("app_root_path") or ""
-    if isinstance(root_path, str) and isinstance(app_root_path, str):
-        if root_path.startswith(app_root_path):
-            template = root_path[len(app_root_path) :] + template
+    if (
+        isinstance(root_path, str)
+        and isinstance(app_root_path, str)
+        and root_path.startswith(app_root_path)
+    ):
+        template = root_path[len(app_root_path) :] + template
     return template

@@ -212,9 +212,7 @@ async def test_streamed_body_is_inside_the_request_span(
     assert all(chunk.end_time <= server.end_time for chunk in chunks)
 
 
-async def test_excluded_path_is_served_untraced(
-    tracer: Tracer, exporter: InMemoryExporter
-) -> None:
+async def test_excluded_path_is_served_untraced(tracer: Tracer, exporter: InMemoryExporter) -> None:
     async with client_of(orders_app(exclude_paths=["/orders/1"])) as client:
         response = await client.get("/orders/1")
 

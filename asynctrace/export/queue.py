@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -179,7 +180,11 @@ class ExportQueue:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
         state = _LoopState(loop)
-        state.task = loop.create_task(self._run(state), name="asynctrace-export")
+        # An empty context: the export runs outside every span, even when configure()
+        # was called inside one, so an instrumented client it shares stays untraced.
+        state.task = loop.create_task(
+            self._run(state), name="asynctrace-export", context=contextvars.Context()
+        )
         state.task.add_done_callback(self._worker_ended)
         self._state = state
         self._has_worker = True
