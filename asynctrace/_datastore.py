@@ -21,6 +21,7 @@ __all__ = [
     "POSTGRESQL",
     "REDIS",
     "query_name",
+    "query_span",
     "sanitize_sql",
     "store_span",
 ]
@@ -36,6 +37,11 @@ _LABELS = {POSTGRESQL: "postgres", REDIS: "redis"}
 # statement is in the db.statement tag, within the tag length limit.
 _MAX_QUERY_NAME = 120
 _ELLIPSIS = "\u2026"
+# Sanitising a statement costs more than a query's round trip on a fast network:
+# each distinct statement is read once (bounded: statements may be built from data
+# by careless callers).
+_MAX_CACHED_STATEMENTS = 512
+_statements: dict[str, tuple[str, str]] = {}
 
 # One pass over the statement: comments and literals are found left to right, so a
 # quote inside a comment, or "--" inside a string, is read as what it is.
@@ -132,6 +138,31 @@ def store_span(
         label = _LABELS.get(system, system)
         started = span(f"{label} {what}", kind="client", tags=tags)
         started.set_tag("db.system", system)
+        return started
+    except Exception as exc:
+        report_internal_error("data-store span start failed", exc)
+        return None
+
+
+def query_span(system: str, statement: str) -> ActiveSpan | None:
+    """Start the span of one SQL statement, current until it ends; None outside any span.
+
+    Named ``query_name(sanitize_sql(statement))`` after the store, tagged
+    ``db.statement`` with the sanitised statement; parameters are never seen here.
+    The caller ends it with ``__exit__`` (it is entered). Never raises.
+    """
+    try:
+        names = _statements.get(statement)
+        if names is None:
+            sanitized = sanitize_sql(statement)
+            names = (query_name(sanitized), sanitized)
+            if len(_statements) >= _MAX_CACHED_STATEMENTS:
+                _statements.clear()
+            _statements[statement] = names
+        name, sanitized = names
+        started = store_span(system, name, tags={"db.statement": sanitized})
+        if started is not None:
+            started.__enter__()
         return started
     except Exception as exc:
         report_internal_error("data-store span start failed", exc)

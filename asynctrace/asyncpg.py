@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from asynctrace._datastore import POSTGRESQL, query_name, sanitize_sql, store_span
+from asynctrace._datastore import POSTGRESQL, query_span
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.context import ActiveSpan
 
@@ -23,11 +23,6 @@ __all__ = ["instrument"]
 
 _Target = TypeVar("_Target")
 _traced_classes: dict[type[Any], type[Any]] = {}
-# Parsing a statement costs more than the query's round trip on a fast network:
-# each distinct statement is sanitised once (bounded, as statements may be built
-# from data by careless callers).
-_MAX_CACHED_STATEMENTS = 512
-_names: dict[str, tuple[str, str]] = {}
 _is_resetting: ContextVar[bool] = ContextVar("asynctrace_asyncpg_resetting", default=False)
 
 
@@ -173,24 +168,9 @@ class _TracedQueries:
 
 
 def _start(query: object) -> ActiveSpan | None:
-    try:
-        if not isinstance(query, str) or _is_resetting.get():
-            return None
-        names = _names.get(query)
-        if names is None:
-            statement = sanitize_sql(query)
-            names = (query_name(statement), statement)
-            if len(_names) >= _MAX_CACHED_STATEMENTS:
-                _names.clear()
-            _names[query] = names
-        name, statement = names
-        started = store_span(POSTGRESQL, name, tags={"db.statement": statement})
-        if started is not None:
-            started.__enter__()  # current while the query runs
-        return started
-    except Exception as exc:
-        report_internal_error("asyncpg span start failed", exc)
+    if not isinstance(query, str) or _is_resetting.get():
         return None
+    return query_span(POSTGRESQL, query)
 
 
 def _finish(started: ActiveSpan, rows: int | None) -> None:
