@@ -15,7 +15,7 @@ import httpx
 from asynctrace._http import client_operation, record_client_error, valid_status
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.context import ActiveSpan, span
-from asynctrace.propagation import inject
+from asynctrace.propagation import headers_to_add
 
 __all__ = ["transport"]
 
@@ -92,8 +92,12 @@ def _start(request: httpx.Request) -> ActiveSpan | None:
         client = span(client_operation(method, host), kind="client")
         client.set_tag("http.method", method)
         client.set_tag("http.url", f"{url.scheme}://{host}{url.path}")
-        # The caller's own headers win: inject never overwrites.
-        inject(request.headers, client)
+        # The caller's own headers win. httpx's Headers decode every name on each
+        # read: the raw names are read once instead (a third of inject()'s cost).
+        headers = request.headers
+        present = {name.decode("latin-1").lower() for name, _ in headers.raw}
+        for name, value in headers_to_add(present, client).items():
+            headers[name] = value
         return client
     except Exception as exc:
         report_internal_error("client span start failed", exc)
@@ -101,16 +105,27 @@ def _start(request: httpx.Request) -> ActiveSpan | None:
 
 
 class _EndOnClose(httpx.AsyncByteStream):
-    """The response body, ending the request's span when it is closed."""
+    """The response body, ending the request's span when it is closed.
+
+    An iterator class, not an async generator: asyncio registers every async
+    generator it starts (a weak set, a finaliser), a cost per request for nothing.
+    """
 
     def __init__(self, stream: httpx.AsyncByteStream, client: ActiveSpan) -> None:
         self.stream = stream
         self.client = client
+        self.chunks: AsyncIterator[bytes] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self.chunks = self.stream.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self.chunks is not None  # __aiter__ ran: httpx iterates with async for
         try:
-            async for chunk in self.stream:
-                yield chunk
+            return await self.chunks.__anext__()
+        except StopAsyncIteration:
+            raise
         except BaseException as exc:
             # A body cut off half way (timeout, reset): the request failed after all.
             try:
