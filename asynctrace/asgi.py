@@ -100,98 +100,32 @@ class TraceMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._is_outer_wrapped:
             self._wrap_outer_app(scope)
-        kind = scope.get("type")
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
+        if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)  # lifespan and anything newer: untouched
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+            return
         try:
-            server = self._start(scope, scope.get("method") or "GET")
+            exchange = self._start(scope)
         except Exception as exc:
             report_internal_error("server span start failed", exc)
-            server = None
-        if server is None:
+            exchange = None
+        if exchange is None:
             await self.app(scope, receive, send)
             return
-        trace_id = server.trace_id.encode("ascii")
-        status: int | None = None
-
-        async def traced_send(message: Message) -> None:
-            nonlocal status
-            if message.get("type") == "http.response.start":
-                try:
-                    status = int(message.get("status", 500))
-                    message = _with_trace_id(message, trace_id)
-                except Exception as exc:
-                    report_internal_error("X-Trace-ID response header failed", exc)
-            await send(message)
-
         try:
-            await self.app(scope, receive, traced_send)
+            await self.app(scope, receive, exchange.sending_to(send))
         except BaseException as exc:
-            self._name(server, scope)
-            if status is None:
-                fail_server_span(server, exc)
-            else:
-                # The response had started: its status stands, the failure is recorded.
-                _record_status(server, status, self.error_status)
-                server.__exit__(type(exc), exc, exc.__traceback__)
+            exchange.fail(exc)
             raise
-        self._name(server, scope)
-        # No response at all: the server answers 500 for the application.
-        _record_status(server, 500 if status is None else status, self.error_status)
-        server.__exit__(None, None, None)
+        exchange.finish()
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            server = self._start(scope, "GET")
-        except Exception as exc:
-            report_internal_error("server span start failed", exc)
-            server = None
-        if server is None:
-            await self.app(scope, receive, send)
-            return
-        trace_id = server.trace_id.encode("ascii")
-        status: int | None = None
-
-        async def traced_send(message: Message) -> None:
-            nonlocal status
-            try:
-                kind = message.get("type")
-                if kind == "websocket.accept":
-                    status = _ACCEPTED_WEBSOCKET
-                    message = _with_trace_id(message, trace_id)
-                elif kind == "websocket.close":
-                    if status is None:
-                        status = _REJECTED_WEBSOCKET
-                    code = message.get("code")
-                    if code is not None:
-                        server.set_tag("websocket.close_code", code)
-            except Exception as exc:
-                report_internal_error("websocket span update failed", exc)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, traced_send)
-        except BaseException as exc:
-            self._name(server, scope)
-            if status is not None:
-                _record_status(server, status, self.error_status)
-            server.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._name(server, scope)
-        _record_status(server, _REJECTED_WEBSOCKET if status is None else status, self.error_status)
-        server.__exit__(None, None, None)
-
-    def _start(self, scope: Scope, method: str) -> ActiveSpan | None:
+    def _start(self, scope: Scope) -> _Exchange | None:
         """Start the span of a request or connection; None for an excluded path."""
         path = scope.get("path") or "/"
         if self.exclude_paths and path in self.exclude_paths:
             return None
+        is_websocket = scope.get("type") == "websocket"
+        # A WebSocket handshake is a GET (RFC 6455 section 4.1).
+        method = "GET" if is_websocket else scope.get("method") or "GET"
         context_lines: dict[str, list[str]] = {}
         host = None
         for name, value in scope.get("headers") or ():
@@ -202,32 +136,18 @@ class TraceMiddleware:
         # extract() reads a multidict through getall(), keeping repeated lines apart.
         lines = cast("Mapping[str, str]", _Lines(context_lines))
         parent = extract(lines) if context_lines else None
-        first = unmatched_name(method) if scope.get("type") == "http" else _websocket_name(None)
+        first = _websocket_name(None) if is_websocket else unmatched_name(method)
         server = span(first, kind="server", service=self.service, parent=parent)
         client = scope.get("client")
         remote = client[0] if client else None
         tag_request(server, method, path, None, host, remote if isinstance(remote, str) else None)
-        if scope.get("type") == "websocket":
+        if is_websocket:
             server.set_tag("websocket", "true")
         if parent is not None:
             tag_caller(server, parent)
         scope[_SCOPE_TRACE_ID] = server.trace_id
         server.__enter__()
-        return server
-
-    def _name(self, server: ActiveSpan, scope: Scope) -> None:
-        """Name the span by the route the router matched, now that it has run."""
-        try:
-            template = _template_of(scope)
-            if template is None:
-                return
-            server.set_tag("http.route", template)
-            if scope.get("type") == "websocket":
-                server.operation = _websocket_name(template)
-            else:
-                server.operation = f"{method_name(scope.get('method') or 'GET')} {template}"
-        except Exception as exc:
-            report_internal_error("server span naming failed", exc)
+        return _Exchange(server, scope, self.error_status, is_websocket=is_websocket)
 
     def _wrap_outer_app(self, scope: Scope) -> None:
         """Let the framework's own error page carry ``X-Trace-ID``.
@@ -248,6 +168,89 @@ class TraceMiddleware:
             app.middleware_stack = _ErrorPageTraceId(stack)  # type: ignore[union-attr]  # checked above
         except Exception as exc:
             report_internal_error("ASGI error page wrapping failed", exc)
+
+
+class _Exchange:
+    """One traced request or WebSocket: its span, and the status its messages show."""
+
+    __slots__ = ("error_status", "is_websocket", "scope", "server", "status", "trace_id")
+
+    def __init__(
+        self, server: ActiveSpan, scope: Scope, error_status: int, *, is_websocket: bool
+    ) -> None:
+        self.server = server
+        self.scope = scope
+        self.error_status = error_status
+        self.is_websocket = is_websocket
+        self.trace_id = server.trace_id.encode("ascii")
+        self.status: int | None = None
+
+    def sending_to(self, send: Send) -> Send:
+        """``send``, seeing each message the application sends on its way out."""
+
+        async def traced_send(message: Message) -> None:
+            try:
+                message = self._seen(message)
+            except Exception as exc:
+                report_internal_error("server span update failed", exc)
+            await send(message)
+
+        return traced_send
+
+    def _seen(self, message: Message) -> Message:
+        kind = message.get("type")
+        if kind in ("http.response.start", "websocket.http.response.start"):
+            # The latter: a WebSocket refused with an HTTP response (ASGI extension).
+            self.status = int(message.get("status", 500))
+            return _with_trace_id(message, self.trace_id)
+        if kind == "websocket.accept":
+            self.status = _ACCEPTED_WEBSOCKET
+            return _with_trace_id(message, self.trace_id)
+        if kind == "websocket.close":
+            if self.status is None:
+                self.status = _REJECTED_WEBSOCKET
+            code = message.get("code")
+            if code is not None:
+                self.server.set_tag("websocket.close_code", code)
+        return message
+
+    def finish(self) -> None:
+        """End the span of an application that returned."""
+        self._name()
+        status = self.status
+        if status is None:
+            # No response at all: the server answers for the application (ASGI spec:
+            # 500 for a request, 403 for a WebSocket never accepted).
+            status = _REJECTED_WEBSOCKET if self.is_websocket else 500
+        _record_status(self.server, status, self.error_status)
+        self.server.__exit__(None, None, None)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the span of an application that raised (or was cancelled)."""
+        self._name()
+        server = self.server
+        if self.status is None and not self.is_websocket:
+            fail_server_span(server, exc)
+            return
+        if self.status is not None:
+            # The response had started: its status stands, the failure is recorded.
+            _record_status(server, self.status, self.error_status)
+        server.__exit__(type(exc), exc, exc.__traceback__)
+
+    def _name(self) -> None:
+        """Name the span by the route the router matched, now that it has run."""
+        try:
+            template = _template_of(self.scope)
+            if template is None:
+                return
+            self.server.set_tag("http.route", template)
+            if self.is_websocket:
+                self.server.operation = _websocket_name(template)
+            else:
+                method = self.scope.get("method") or "GET"
+                self.server.operation = f"{method_name(method)} {template}"
+        except Exception as exc:
+            report_internal_error("server span naming failed", exc)
 
 
 class _ErrorPageTraceId:

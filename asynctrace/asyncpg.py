@@ -9,6 +9,7 @@ connections get the same. The statement is recorded sanitised (literals replaced
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from asynctrace.context import ActiveSpan
 __all__ = ["instrument"]
 
 _Target = TypeVar("_Target")
+_Result = TypeVar("_Result")
 _traced_classes: dict[type[Any], type[Any]] = {}
 _is_resetting: ContextVar[bool] = ContextVar("asynctrace_asyncpg_resetting", default=False)
 
@@ -95,90 +97,69 @@ class _TracedQueries:
             _is_resetting.reset(token)
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        started = _start(query)
-        if started is None:
-            return await super().execute(query, *args, **kwargs)  # type: ignore[misc]  # asyncpg.Connection
-        try:
-            status = await super().execute(query, *args, **kwargs)  # type: ignore[misc]
-        except BaseException as exc:
-            _fail(started, exc)
-            raise
-        _finish(started, _rows_of_status(status))
-        return status
+        call = super().execute(query, *args, **kwargs)  # type: ignore[misc]  # asyncpg.Connection
+        return await _traced(query, call, _rows_of_status)
 
     async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
-        started = _start(command)
-        if started is None:
-            return await super().executemany(command, args, **kwargs)  # type: ignore[misc]
-        try:
-            result = await super().executemany(command, args, **kwargs)  # type: ignore[misc]
-        except BaseException as exc:
-            _fail(started, exc)
-            raise
-        _finish(started, None)
-        return result
+        call = super().executemany(command, args, **kwargs)  # type: ignore[misc]
+        return await _traced(command, call, _no_rows)
 
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        started = _start(query)
-        if started is None:
-            return await super().fetch(query, *args, **kwargs)  # type: ignore[misc]
-        try:
-            rows = await super().fetch(query, *args, **kwargs)  # type: ignore[misc]
-        except BaseException as exc:
-            _fail(started, exc)
-            raise
-        _finish(started, len(rows))
-        return rows
+        call = super().fetch(query, *args, **kwargs)  # type: ignore[misc]
+        return await _traced(query, call, len)
 
     async def fetchmany(self, query: str, args: Any, **kwargs: Any) -> Any:
-        started = _start(query)
-        if started is None:
-            return await super().fetchmany(query, args, **kwargs)  # type: ignore[misc]
-        try:
-            rows = await super().fetchmany(query, args, **kwargs)  # type: ignore[misc]
-        except BaseException as exc:
-            _fail(started, exc)
-            raise
-        _finish(started, len(rows))
-        return rows
+        call = super().fetchmany(query, args, **kwargs)  # type: ignore[misc]
+        return await _traced(query, call, len)
 
     async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        started = _start(query)
-        if started is None:
-            return await super().fetchrow(query, *args, **kwargs)  # type: ignore[misc]
-        try:
-            row = await super().fetchrow(query, *args, **kwargs)  # type: ignore[misc]
-        except BaseException as exc:
-            _fail(started, exc)
-            raise
-        _finish(started, 0 if row is None else 1)
-        return row
+        call = super().fetchrow(query, *args, **kwargs)  # type: ignore[misc]
+        return await _traced(query, call, _row_count)
 
     async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        started = _start(query)
-        if started is None:
-            return await super().fetchval(query, *args, **kwargs)  # type: ignore[misc]
-        try:
-            value = await super().fetchval(query, *args, **kwargs)  # type: ignore[misc]
-        except BaseException as exc:
-            _fail(started, exc)
-            raise
-        _finish(started, None)
-        return value
+        call = super().fetchval(query, *args, **kwargs)  # type: ignore[misc]
+        return await _traced(query, call, _no_rows)
+
+
+async def _traced(
+    query: object, call: Awaitable[_Result], rows_of: Callable[[Any], int | None]
+) -> _Result:
+    """Await one of asyncpg's query calls inside the query's span.
+
+    ``call`` is the coroutine of asyncpg's own method, made but not yet started: it
+    runs only when awaited here, inside the span.
+    """
+    started = _start(query)
+    if started is None:
+        return await call
+    try:
+        result = await call
+    except BaseException as exc:
+        _fail(started, exc)
+        raise
+    try:
+        rows = rows_of(result)
+        if rows is not None:
+            started.set_tag("db.rows", rows)
+    except Exception as exc:
+        report_internal_error("asyncpg span end failed", exc)
+    finally:
+        started.__exit__(None, None, None)
+    return result
+
+
+def _no_rows(result: object) -> None:
+    return None
+
+
+def _row_count(row: object) -> int:
+    return 0 if row is None else 1
 
 
 def _start(query: object) -> ActiveSpan | None:
     if not isinstance(query, str) or _is_resetting.get():
         return None
     return query_span(POSTGRESQL, query)
-
-
-def _finish(started: ActiveSpan, rows: int | None) -> None:
-    try:
-        if rows is not None:
-            started.set_tag("db.rows", rows)
-    finally:
-        started.__exit__(None, None, None)
 
 
 def _fail(started: ActiveSpan, exc: BaseException) -> None:

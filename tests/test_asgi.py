@@ -61,6 +61,10 @@ def orders_app(**options: Any) -> FastAPI:
                 await websocket.send_text(text.upper())
         await websocket.close(code=1000)
 
+    @app.websocket("/private")
+    async def private(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)  # refused before the handshake completes
+
     app.add_middleware(TraceMiddleware, service="orders", **options)
     return app
 
@@ -259,6 +263,18 @@ async def test_websocket_is_one_span_for_its_life(
     assert {span.parent_span_id for span in handled} == {server.span_id}
 
 
+async def test_websocket_refused_before_accept_is_an_error_span(
+    tracer: Tracer, exporter: InMemoryExporter
+) -> None:
+    socket = AsgiWebSocket(orders_app(), "/private")
+    closed = await socket.refused()
+
+    (server,) = await exported(tracer, exporter)
+    assert closed["code"] == 1008
+    assert server.operation == "WS /private"
+    assert (server.tags["http.status"], server.status) == ("403", "error")
+
+
 async def test_lifespan_events_pass_through_untouched(
     tracer: Tracer, exporter: InMemoryExporter
 ) -> None:
@@ -317,6 +333,20 @@ class AsgiWebSocket:
         self.task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
+        accepted = await self._open()
+        assert accepted["type"] == "websocket.accept"
+        self.accept_headers = dict(accepted.get("headers") or [])
+
+    async def refused(self) -> dict[str, Any]:
+        """Open a connection the app refuses; the close message it sent."""
+        closed = await self._open()
+        assert self.task is not None
+        async with asyncio.timeout(10):
+            await self.task
+        assert closed["type"] == "websocket.close"
+        return closed
+
+    async def _open(self) -> dict[str, Any]:
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0"},
@@ -333,9 +363,7 @@ class AsgiWebSocket:
         self.task = asyncio.create_task(self.app(scope, self.to_app.get, self.from_app.put))
         self.to_app.put_nowait({"type": "websocket.connect"})
         async with asyncio.timeout(10):
-            accepted = await self.from_app.get()
-        assert accepted["type"] == "websocket.accept"
-        self.accept_headers = dict(accepted.get("headers") or [])
+            return await self.from_app.get()
 
     async def exchange(self, text: str) -> str:
         self.to_app.put_nowait({"type": "websocket.receive", "text": text})
