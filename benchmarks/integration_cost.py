@@ -63,6 +63,22 @@ def _timed(operation: Callable[[], Awaitable[Any]], count: int, before: Sample |
     return sample
 
 
+def _otel_variant(
+    provider: Any, library: str, package: str, build: Callable[[], Any]
+) -> tuple[Any, list[str]]:
+    """(OpenTelemetry's variant made by ``build``, []), or (None, [why it is missing]).
+
+    ``build`` imports the instrumentation package itself: a missing package reads as
+    "not installed", like a missing SDK.
+    """
+    if provider is None:
+        return None, [f"{library}: {otel.UNAVAILABLE_REASON}"]
+    try:
+        return build(), []
+    except ImportError as exc:
+        return None, [f"{library}: {package} not installed ({exc.name})"]
+
+
 # -- ASGI -------------------------------------------------------------------------------
 
 
@@ -84,18 +100,19 @@ def _asgi_variants(provider: Any) -> tuple[dict[str, Callable[[], Awaitable[Any]
     traced = app()
     traced.add_middleware(TraceMiddleware, service="hello")
     apps: dict[str, Any] = {"ASGI: bare Starlette": app(), "ASGI: asynctrace": traced}
-    notes = []
-    if provider is None:
-        notes.append(f"ASGI: {otel.UNAVAILABLE_REASON}")
-    else:
-        try:
-            from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-        except ImportError as exc:
-            notes.append(f"ASGI: opentelemetry-instrumentation-asgi not installed ({exc.name})")
-        else:
-            instrumented = app()
-            instrumented.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
-            apps["ASGI: OpenTelemetry"] = instrumented
+
+    def instrumented() -> Starlette:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        made = app()
+        made.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+        return made
+
+    theirs, notes = _otel_variant(
+        provider, "ASGI", "opentelemetry-instrumentation-asgi", instrumented
+    )
+    if theirs is not None:
+        apps["ASGI: OpenTelemetry"] = theirs
 
     headers = [(b"host", b"orders.internal"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")]
     request = {"type": "http.request", "body": b"", "more_body": False}
@@ -153,18 +170,17 @@ def _httpx_variants(
         "httpx: bare": Local(),
         "httpx: asynctrace": asynctrace.httpx.transport(Local()),
     }
-    notes = []
-    if provider is None:
-        notes.append(f"httpx: {otel.UNAVAILABLE_REASON}")
-    else:
-        try:
-            from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
-        except ImportError as exc:
-            notes.append(f"httpx: opentelemetry-instrumentation-httpx not installed ({exc.name})")
-        else:
-            transports["httpx: OpenTelemetry"] = AsyncOpenTelemetryTransport(
-                Local(), tracer_provider=provider
-            )
+
+    def instrumented() -> httpx.AsyncBaseTransport:
+        from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+
+        return AsyncOpenTelemetryTransport(Local(), tracer_provider=provider)
+
+    theirs, notes = _otel_variant(
+        provider, "httpx", "opentelemetry-instrumentation-httpx", instrumented
+    )
+    if theirs is not None:
+        transports["httpx: OpenTelemetry"] = theirs
     clients = {name: httpx.AsyncClient(transport=t) for name, t in transports.items()}
 
     def call(client: httpx.AsyncClient) -> Callable[[], Awaitable[Any]]:
@@ -196,18 +212,19 @@ def _redis_variants(
         "redis: bare": client(),
         "redis: asynctrace": asynctrace.redis.instrument(client()),
     }
-    notes = []
-    if provider is None:
-        notes.append(f"redis: {otel.UNAVAILABLE_REASON}")
-    else:
-        try:
-            from opentelemetry.instrumentation.redis import RedisInstrumentor
-        except ImportError as exc:
-            notes.append(f"redis: opentelemetry-instrumentation-redis not installed ({exc.name})")
-        else:
-            instrumented = client()
-            RedisInstrumentor.instrument_client(instrumented, tracer_provider=provider)
-            clients["redis: OpenTelemetry"] = instrumented
+
+    def instrumented() -> Any:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        made = client()
+        RedisInstrumentor.instrument_client(made, tracer_provider=provider)
+        return made
+
+    theirs, notes = _otel_variant(
+        provider, "redis", "opentelemetry-instrumentation-redis", instrumented
+    )
+    if theirs is not None:
+        clients["redis: OpenTelemetry"] = theirs
 
     def call(redis_client: Any) -> Callable[[], Awaitable[Any]]:
         async def one_command() -> None:
