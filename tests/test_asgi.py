@@ -15,6 +15,8 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
 import asynctrace
+import asynctrace.asgi
+from asynctrace import _ratelimit
 from asynctrace.asgi import TraceMiddleware
 from asynctrace.export import InMemoryExporter
 from asynctrace.model import Span
@@ -379,3 +381,38 @@ class AsgiWebSocket:
             await self.task
         assert closed["type"] == "websocket.close"
         return int(closed["code"])
+
+
+async def test_any_asgi_app_can_be_wrapped_directly(
+    tracer: Tracer, exporter: InMemoryExporter
+) -> None:
+    async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with client_of(TraceMiddleware(raw_app, service="raw")) as client:
+        response = await client.delete("/anything/7")
+
+    (server,) = await exported(tracer, exporter)
+    assert response.status_code == 204
+    assert response.headers["x-trace-id"] == server.trace_id
+    # No router to name a route: one low-cardinality name per method, never the path.
+    assert (server.operation, server.service) == ("DELETE (unmatched)", "raw")
+    assert server.tags["http.path"] == "/anything/7"
+
+
+async def test_internal_failure_serves_the_request_untraced(
+    tracer: Tracer, exporter: InMemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing bug")
+
+    monkeypatch.setattr(asynctrace.asgi, "span", broken)
+    async with client_of(orders_app()) as client:
+        response = await client.get("/orders/3")
+
+    assert response.status_code == 200
+    assert response.json()["order"] == 3
+    assert "x-trace-id" not in response.headers
+    assert _ratelimit.internal_error_count() == 1
+    assert await exported(tracer, exporter) == []

@@ -13,6 +13,7 @@ from pytest_aiohttp import AiohttpServer
 
 import asynctrace
 import asynctrace.httpx
+from asynctrace import _ratelimit
 from asynctrace.export import InMemoryExporter
 from asynctrace.model import Span
 from asynctrace.propagation import extract
@@ -177,3 +178,19 @@ async def test_wrapped_transport_serves_the_requests(
 def test_invalid_error_status_is_rejected() -> None:
     with pytest.raises(ValueError, match="error_status"):
         asynctrace.httpx.transport(error_status=True)
+
+
+async def test_internal_failure_leaves_the_request_alone(
+    tracer: Tracer, exporter: InMemoryExporter, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing bug")
+
+    monkeypatch.setattr(asynctrace.httpx, "span", broken)
+    async with httpx.AsyncClient(transport=asynctrace.httpx.transport()) as client:
+        response = await client.get(base_url + "/echo")
+
+    assert response.status_code == 200
+    assert "traceparent" not in response.json()
+    assert _ratelimit.internal_error_count() == 1
+    assert await exported(exporter) == []

@@ -10,6 +10,7 @@ from redis.exceptions import ResponseError
 
 import asynctrace
 import asynctrace.redis
+from asynctrace import _ratelimit
 from asynctrace.export import InMemoryExporter, RedisExporter
 from asynctrace.model import Span
 from asynctrace.tracer import Tracer, reset_tracer
@@ -105,3 +106,24 @@ async def test_exporter_sharing_an_instrumented_client_is_never_traced(
         await shared.aclose()
     operations = sorted(Span.from_dict(json.loads(raw)).operation for raw in stored)
     assert operations == ["redis GET", "request"]
+
+
+async def test_internal_failure_leaves_commands_alone(
+    tracer: Tracer,
+    exporter: InMemoryExporter,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing bug")
+
+    cache = asynctrace.redis.instrument(redis)
+    monkeypatch.setattr(asynctrace.redis, "store_span", broken)
+    with asynctrace.span("request"):
+        await cache.set("k", "v")
+        assert await cache.get("k") == b"v"
+        async with cache.pipeline(transaction=False) as pipe:
+            assert await pipe.get("k").execute() == [b"v"]
+
+    assert [span.operation for span in await exported(exporter)] == ["request"]
+    assert _ratelimit.internal_error_count() == 3
