@@ -166,12 +166,18 @@ def record_status(server: Span, status: int, error_status: int) -> None:
         server.set_status("error")
 
 
-def fail_server_span(server: ActiveSpan, exc: BaseException) -> None:
-    """End the span of a request whose handler raised: an error, or a cancellation."""
+def fail_server_span(
+    server: ActiveSpan, exc: BaseException, *, timeout_status: str = "504"
+) -> None:
+    """End the span of a request whose handler raised: an error, or a cancellation.
+
+    The status tag is what the framework answers for an unhandled exception: 500,
+    and ``timeout_status`` for a timeout (aiohttp answers 504; Starlette 500).
+    """
     try:
         if isinstance(exc, Exception):
-            # What the frameworks answer for an unhandled exception.
-            server.set_tag("http.status", "504" if isinstance(exc, asyncio.TimeoutError) else "500")
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            server.set_tag("http.status", timeout_status if timed_out else "500")
     except Exception as inner:
         report_internal_error("server span finish failed", inner)
     finally:

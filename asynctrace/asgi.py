@@ -230,7 +230,8 @@ class _Exchange:
         self._name()
         server = self.server
         if self.status is None and not self.is_websocket:
-            fail_server_span(server, exc)
+            # Starlette's error middleware answers 500 for every exception.
+            fail_server_span(server, exc, timeout_status="500")
             return
         if self.status is not None:
             # The response had started: its status stands, the failure is recorded.

@@ -83,15 +83,16 @@ class _TracingTransport(httpx.AsyncBaseTransport):
 def _start(request: httpx.Request) -> ActiveSpan | None:
     try:
         url = request.url
-        host = url.host
-        if ":" in host:
-            host = f"[{host}]"  # IPv6, as it is written in a URL
-        if url.port is not None:
-            host = f"{host}:{url.port}"
+        # netloc is host[:port] as a URL writes it (IPv6 bracketed, lowercase, IDNA),
+        # without userinfo; raw_path keeps the path percent-encoded, as sent.
+        host = url.netloc.decode("ascii")
+        path = url.raw_path.partition(b"?")[0].decode("ascii")
         method = request.method
-        client = span(client_operation(method, host), kind="client")
-        client.set_tag("http.method", method)
-        client.set_tag("http.url", f"{url.scheme}://{host}{url.path}")
+        client = span(
+            client_operation(method, host),
+            kind="client",
+            tags={"http.method": method, "http.url": f"{url.scheme}://{host}{path}"},
+        )
         # The caller's own headers win. httpx's Headers decode every name on each
         # read: the raw names are read once instead (a third of inject()'s cost).
         headers = request.headers
