@@ -13,8 +13,13 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+try:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "asynctrace.asyncpg needs asyncpg: pip install 'asynctrace[asyncpg]'", name=exc.name
+    ) from exc
 
 from asynctrace._datastore import POSTGRESQL, query_span
 from asynctrace._ratelimit import report_internal_error

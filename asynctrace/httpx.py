@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+try:
+    import httpx
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "asynctrace.httpx needs httpx: pip install 'asynctrace[httpx]'", name=exc.name
+    ) from exc
 
 from asynctrace._http import client_operation, record_client_error, valid_status
 from asynctrace._ratelimit import report_internal_error
