@@ -49,10 +49,11 @@ class _NoOpExporter:
         pass
 
 
-def _timed(operation: Callable[[], Awaitable[Any]], count: int, before: Sample | None) -> Sample:
+def _timed(
+    operation: Callable[[], Awaitable[Any]], count: int, before: Callable[[], Awaitable[Any]]
+) -> Sample:
     async def sample() -> float:
-        if before is not None:
-            await before()
+        await before()
         # CPU time of this process: everything here runs on this thread, without a
         # socket, and a shared machine's other tenants do not count against it.
         start = time.process_time()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -386,7 +386,7 @@ class AsgiWebSocket:
 async def test_any_asgi_app_can_be_wrapped_directly(
     tracer: Tracer, exporter: InMemoryExporter
 ) -> None:
-    async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def raw_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 

@@ -47,7 +47,9 @@ async def test_pipeline_is_one_span_with_its_length(
     cache = asynctrace.redis.instrument(redis)
     with asynctrace.span("warm up") as parent:
         async with cache.pipeline(transaction=False) as pipe:
-            pipe.set("a", "1").incr("a").mget("a", "b")
+            pipe.set("a", "1")
+            pipe.incr("a")
+            pipe.mget("a", "b")
             assert await pipe.execute() == [True, 2, [b"2", None]]
 
     (pipeline,) = [span for span in await exported(exporter) if span.kind == "client"]
@@ -123,7 +125,8 @@ async def test_internal_failure_leaves_commands_alone(
         await cache.set("k", "v")
         assert await cache.get("k") == b"v"
         async with cache.pipeline(transaction=False) as pipe:
-            assert await pipe.get("k").execute() == [b"v"]
+            pipe.get("k")
+            assert await pipe.execute() == [b"v"]
 
     assert [span.operation for span in await exported(exporter)] == ["request"]
     assert _ratelimit.internal_error_count() == 3
