@@ -53,7 +53,9 @@ _SQL_TOKENS = re.compile(
     | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?\$(?P=tag)\$)
     | (?P<quoted_name>"(?:[^"]|"")*"?)
     | (?P<parameter>\$\d+)
-    | (?P<number>(?<![A-Za-z0-9_$.])(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+    | (?P<number>(?<![A-Za-z0-9_$.])
+        (?:0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
+        |(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?))
     """,
     re.VERBOSE | re.DOTALL,
 )

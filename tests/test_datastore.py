@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asynctrace._datastore import query_name, sanitize_sql
 
@@ -48,3 +50,22 @@ def test_long_statements_are_cut_with_a_mark() -> None:
 
     assert len(name) == 120
     assert name.endswith("\u2026")
+
+
+@pytest.mark.parametrize("literal", ["0x1F", "0o17", "0b1010", "1_000_000", "1.5e-3"])
+def test_postgres_16_number_forms_are_literals(literal: str) -> None:
+    assert sanitize_sql(f"SELECT {literal}") == "SELECT ?"
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+@given(
+    value=_TEXT,
+    number=st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
+)
+def test_no_literal_value_survives(value: str, number: float) -> None:
+    quoted = "'" + value.replace("'", "''") + "'"
+    statement = f"SELECT a FROM t WHERE name = {quoted} AND n > {abs(number)!r}"
+
+    assert sanitize_sql(statement) == "SELECT a FROM t WHERE name = ? AND n > ?"
