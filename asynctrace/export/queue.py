@@ -330,7 +330,11 @@ class ExportQueue:
             except TimeoutError:
                 future.cancel()
                 return False
-        return await self._flush_here(timeout_s)
+        # In a task of its own, with an empty context: the export runs outside every
+        # span even when flush() is awaited inside one, as the worker's does, so an
+        # instrumented client it shares with the app makes no spans (each of which
+        # would have to be exported in turn).
+        return await loop.create_task(self._flush_here(timeout_s), context=contextvars.Context())
 
     async def _flush_here(self, timeout_s: float | None) -> bool:
         state = self._state
