@@ -77,8 +77,10 @@ class TraceMiddleware:
     one span, ``"WS {route template}"``, from the handshake to the close. Responses
     and WebSocket handshakes get an ``X-Trace-ID`` header. In Starlette and FastAPI
     the framework's own 500 page is rendered outside user middleware; the middleware
-    wraps the application's middleware stack so that page carries the header too,
-    from the first lifespan event or request on. Exceptions are recorded and
+    wraps the application's middleware stack so that page carries the header too.
+    It does so on the first event it sees: servers such as uvicorn start with the
+    lifespan event, so every request is covered; without lifespan, the first
+    request's 500 page (only) goes without it. Exceptions are recorded and
     re-raised unchanged. Raises ``ValueError`` for invalid options; never raises
     because of tracing.
     """
