@@ -1,7 +1,9 @@
-"""The README's integration block runs as printed: a FastAPI app and its traced clients."""
+"""The README's integration blocks run as printed: a FastAPI app with its traced
+clients, and the queue recipe."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,27 +19,37 @@ from asynctrace.tracer import Tracer
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture
-def integrations_block() -> str:
-    """The code block of the README's integrations section, read outside the event loop."""
+def readme_block(heading: str) -> dict[str, object]:
+    """Run the first Python block under ``heading``; the names it defines."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("## FastAPI, httpx, Redis and PostgreSQL", 1)[1]
+    section = text.split(heading, 1)[1]
     match = re.search(r"```python\n(.+?)\n```", section, re.DOTALL)
     assert match is not None
-    return match.group(1)
+    namespace: dict[str, object] = {"__name__": "readme_block"}  # not "__main__"
+    exec(compile(match.group(1), str(README), "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture
+def integrations_block() -> dict[str, object]:
+    """Read outside the event loop (blocking file I/O)."""
+    return readme_block("## FastAPI, httpx, Redis and PostgreSQL")
+
+
+@pytest.fixture
+def queue_recipe() -> dict[str, object]:
+    return readme_block("### A trace through a queue")
 
 
 async def test_readme_integrations_block_traces_requests_commands_and_queries(
     tracer: Tracer,
     exporter: InMemoryExporter,
-    integrations_block: str,
+    integrations_block: dict[str, object],
     redis_url: str,
     postgres_dsn: str,
 ) -> None:
-    namespace: dict[str, object] = {"__name__": "readme_integrations"}
-    exec(compile(integrations_block, str(README), "exec"), namespace)
-    app = namespace["app"]
-    connect = namespace["connect"]
+    app = integrations_block["app"]
+    connect = integrations_block["connect"]
     assert isinstance(app, FastAPI)
     assert callable(connect)
 
@@ -73,3 +85,18 @@ async def _connected(
     connect: Callable[[str, str], Awaitable[None]], redis_url: str, postgres_dsn: str
 ) -> None:
     await connect(redis_url, postgres_dsn)
+
+
+async def test_readme_queue_recipe_makes_the_consumer_a_child_of_the_producer(
+    tracer: Tracer, exporter: InMemoryExporter, queue_recipe: dict[str, object]
+) -> None:
+    async with asyncio.timeout(10):
+        await queue_recipe["main"]()  # type: ignore[operator]  # defined by the recipe
+    await asyncio.sleep(0)  # let the cancelled consumer finish
+    assert await asynctrace.flush()
+
+    (published,) = exporter.by_operation("publish order")
+    (processed,) = exporter.by_operation("process order")
+    assert processed.trace_id == published.trace_id
+    assert processed.parent_span_id == published.span_id
+    assert published.tags["order.id"] == "42"
