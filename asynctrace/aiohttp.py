@@ -10,9 +10,7 @@ reported once, and the request goes on untraced.
 
 from __future__ import annotations
 
-import asyncio
-import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,17 +25,25 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from multidict import istr
 from yarl import URL
 
+from asynctrace._http import (
+    LONGEST_TAG_KEY,
+    STATUS_TEXT,
+    client_operation,
+    fail_server_span,
+    method_name,
+    record_client_error,
+    record_status,
+    tag_caller,
+    tag_request,
+    unmatched_name,
+    valid_paths,
+    valid_service,
+    valid_status,
+)
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.context import ActiveSpan, span
 from asynctrace.model import Span
-from asynctrace.propagation import (
-    PEER_SERVICE_TAG,
-    TRACE_ID_HEADER,
-    TRACEPARENT_HEADER,
-    caller_service,
-    extract,
-    inject,
-)
+from asynctrace.propagation import TRACE_ID_HEADER, TRACEPARENT_HEADER, extract, inject
 
 __all__ = ["client_trace_config", "middleware", "setup"]
 
@@ -46,29 +52,9 @@ _TRACEPARENT = istr(TRACEPARENT_HEADER)
 _TRACE_ID = istr(TRACE_ID_HEADER)
 _HOST = hdrs.HOST
 
-# Methods RFC 9110 (and RFC 5789, PATCH) define. Any other method is a client's free
-# choice, so it is named "HTTP" in an operation: operation names feed per-operation
-# aggregates and must stay low-cardinality. The http.method tag keeps the real one.
-_KNOWN_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-)
-_OTHER_METHOD = "HTTP"
-# Requests no route matched (404, 405) share one operation per method, never the
-# raw path, which is whatever a scanner made up.
-_UNMATCHED = "(unmatched)"
-_UNMATCHED_NAMES = {method: f"{method} {_UNMATCHED}" for method in _KNOWN_METHODS}
-_OTHER_UNMATCHED_NAME = f"{_OTHER_METHOD} {_UNMATCHED}"
-
 # Routes are made at startup, so the cache stays small; the bound only matters for a
 # process that keeps building applications (tests), which must not grow it forever.
 _MAX_CACHED_ROUTES = 1024
-# Tags the middleware writes, at most: http.method, http.path, http.route, http.host,
-# net.peer.ip, http.status, plus error and error.type from a failure.
-_SERVER_TAG_COUNT = 8
-# Our longest tag key; keys are clipped like values, so the limit must fit it too.
-_LONGEST_TAG_KEY = len(PEER_SERVICE_TAG)
-
-_STATUS_TEXT = {status: str(status) for status in range(100, 600)}
 
 # aiohttp >= 3.13 warns on plain-string request keys and offers typed ones.
 _TRACE_ID_KEY: Any = (
@@ -104,9 +90,9 @@ def middleware(
     because of tracing.
     """
     return _ServerTracing(
-        _valid_service(service),
-        _valid_status(error_status),
-        _valid_paths(exclude_paths),
+        valid_service(service),
+        valid_status(error_status),
+        valid_paths(exclude_paths),
         stores_trace_id=False,
     ).middleware
 
@@ -128,9 +114,9 @@ def setup(
     aiohttp) when the app is frozen.
     """
     tracing = _ServerTracing(
-        _valid_service(service),
-        _valid_status(error_status),
-        _valid_paths(exclude_paths),
+        valid_service(service),
+        valid_status(error_status),
+        valid_paths(exclude_paths),
         stores_trace_id=True,
     )
     if app.get(_SETUP_DONE):
@@ -153,7 +139,7 @@ def client_trace_config(*, error_status: int = 400) -> TraceConfig:
     ``traceparent``, ``tracestate``, ``X-Trace-ID`` and ``X-Span-ID`` are added to
     the request unless the caller set them. Raises ``ValueError`` for invalid options.
     """
-    hooks = _ClientHooks(_valid_status(error_status))
+    hooks = _ClientHooks(valid_status(error_status))
     config = TraceConfig()
     config.on_request_start.append(hooks.on_request_start)
     config.on_request_end.append(hooks.on_request_end)
@@ -208,7 +194,7 @@ class _ServerTracing:
                 finish(server, exc)
                 raise
             except BaseException as exc:
-                _fail(server, exc)
+                fail_server_span(server, exc)
                 raise
             # finish(server, response), inline for its common case (a response under the
             # error status, and room for the status tag): it saves a call per request.
@@ -220,10 +206,10 @@ class _ServerTracing:
                     status < error_status
                     and tags is not None
                     and len(tags) < limits.max_tags
-                    and limits.max_string_length >= _LONGEST_TAG_KEY
+                    and limits.max_string_length >= LONGEST_TAG_KEY
                 ):
                     response.headers[_TRACE_ID] = server.trace_id
-                    tags["http.status"] = _STATUS_TEXT.get(status) or str(status)
+                    tags["http.status"] = STATUS_TEXT.get(status) or str(status)
                     server.__exit__(None, None, None)
                     return response
             except Exception:  # finish() below records the status or reports the failure
@@ -255,61 +241,9 @@ class _ServerTracing:
         # before the fix of aio-libs/aiohttp#9308 falls back to socket.getfqdn(), a
         # blocking call on the loop. No header, no http.host tag.
         host = headers.get(_HOST)
-        remote = request.remote
-        limits = server.limits
-        longest = limits.max_string_length
-        if (
-            limits.max_tags >= _SERVER_TAG_COUNT
-            and longest >= _LONGEST_TAG_KEY
-            and len(path) <= longest
-            and len(method) <= longest
-            and (template is None or len(template) <= longest)
-            and (host is None or len(host) <= longest)
-            and (remote is None or len(remote) <= longest)
-        ):
-            # Nothing here needs clipping or counting: write the dict directly, in
-            # one literal when every tag is there (a fifth of the cost of set_tag()).
-            if template is not None and host is not None and remote is not None:
-                server._tags = {
-                    "http.method": method,
-                    "http.path": path,
-                    "http.route": template,
-                    "http.host": host,
-                    "net.peer.ip": remote,
-                }
-            else:
-                tags = server._tags = {"http.method": method, "http.path": path}
-                if template is not None:
-                    tags["http.route"] = template
-                if host is not None:
-                    tags["http.host"] = host
-                if remote is not None:
-                    tags["net.peer.ip"] = remote
-        else:
-            server.set_tag("http.method", method)
-            server.set_tag("http.path", path)
-            if template is not None:
-                server.set_tag("http.route", template)
-            if host is not None:
-                server.set_tag("http.host", host)
-            if remote is not None:
-                server.set_tag("net.peer.ip", remote)
-        if parent is not None and parent.tracestate:
-            # The caller's service, when it is traced by asynctrace too: the service
-            # map's edge, and kept with the span for imports and readers.
-            caller = caller_service(parent.tracestate)
-            if caller is not None:
-                # As above: with room and nothing to clip, no set_tag() call.
-                written = server._tags
-                if (
-                    written is not None
-                    and len(written) < limits.max_tags
-                    and longest >= _LONGEST_TAG_KEY
-                    and len(caller) <= longest
-                ):
-                    written[PEER_SERVICE_TAG] = caller
-                else:
-                    server.set_tag(PEER_SERVICE_TAG, caller)
+        tag_request(server, method, path, template, host, request.remote)
+        if parent is not None:
+            tag_caller(server, parent)
         if self.stores:
             request[_TRACE_ID_KEY] = server.trace_id
         server.__enter__()
@@ -319,12 +253,11 @@ class _ServerTracing:
         resource = route.resource
         if resource is None:
             # A SystemRoute (404/405): made per request, so never cached.
-            return _UNMATCHED_NAMES.get(method, _OTHER_UNMATCHED_NAME), None
+            return unmatched_name(method), None
         template = resource.canonical
         if route.method == "*":
             # The request's method varies per request: not cacheable by route.
-            known = method if method in _KNOWN_METHODS else _OTHER_METHOD
-            return f"{known} {template}", template
+            return f"{method_name(method)} {template}", template
         names = (f"{route.method} {template}", template)
         cache = self.names
         if len(cache) >= _MAX_CACHED_ROUTES:
@@ -344,38 +277,13 @@ class _ServerTracing:
                 status = 500
             else:
                 headers[_TRACE_ID] = server.trace_id
-            text = _STATUS_TEXT.get(status) or str(status)
-            tags = server._tags  # start() made it (None only for a fallback span)
-            limits = server.limits
-            if (
-                tags is not None
-                and len(tags) < limits.max_tags
-                and limits.max_string_length >= _LONGEST_TAG_KEY
-            ):
-                tags["http.status"] = text
-            else:
-                server.set_tag("http.status", text)  # counts the drop or clips
-            if status >= self.error_status:
-                server.set_status("error")
+            record_status(server, status, self.error_status)
         except Exception as exc:
             report_internal_error("server span finish failed", exc)
         finally:
             # Restores the previous current span before aiohttp sends the response:
             # the next request on this keep-alive connection runs in the same task.
             server.__exit__(None, None, None)
-
-
-def _fail(server: ActiveSpan, exc: BaseException) -> None:
-    """End the span for a handler that raised: an error, or a cancellation."""
-    try:
-        if isinstance(exc, Exception):
-            # What aiohttp answers for an unhandled exception (web_protocol.py).
-            server.set_tag("http.status", "504" if isinstance(exc, asyncio.TimeoutError) else "500")
-    except Exception as inner:
-        report_internal_error("server span finish failed", inner)
-    finally:
-        # Records the exception (error, logged) or the cancellation (cancelled=true).
-        server.__exit__(type(exc), exc, exc.__traceback__)
 
 
 async def _add_trace_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -409,7 +317,7 @@ class _ClientHooks:
         try:
             url = params.url
             method = params.method
-            client = span(f"HTTP {method} {_host_of(url)}", kind="client")
+            client = span(client_operation(method, _host_of(url)), kind="client")
             client.set_tag("http.method", method)
             client.set_tag("http.url", _safe_url(url))
             ctx.asynctrace_span = client
@@ -457,17 +365,9 @@ class _ClientHooks:
             return
         try:
             exc = params.exception
-            if isinstance(exc, asyncio.CancelledError):
-                client.set_tag("cancelled", "true")
-            elif isinstance(exc, Exception):
-                if isinstance(exc, ClientResponseError) and exc.status:
-                    client.set_tag("http.status", exc.status)
-                client.set_tag("error.type", type(exc).__name__)
-                # Not record_exception(): aiohttp's messages quote the full URL, and
-                # its query string may hold secrets.
-                text = _without_url_secrets(str(exc))
-                name = type(exc).__name__
-                client.set_status("error", f"{name}: {text}" if text else name)
+            if isinstance(exc, ClientResponseError) and exc.status:
+                client.set_tag("http.status", exc.status)
+            record_client_error(client, exc)
         except Exception as inner:
             report_internal_error("client span end failed", inner)
         finally:
@@ -482,43 +382,3 @@ def _host_of(url: URL) -> str:
 
 def _safe_url(url: URL) -> str:
     return str(url.with_user(None).with_query(None).with_fragment(None))
-
-
-# scheme://, then userinfo (dropped), then host and path (kept), then ?query#fragment
-# (dropped), each ending at whitespace or a quote as aiohttp's messages quote URLs.
-_URL_SECRETS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)(?:[^/\s'\"@?#]*@)?([^\s'\"?#]*)[^\s'\"]*")
-
-
-def _without_url_secrets(text: str) -> str:
-    """``text`` with userinfo, query strings and fragments cut out of any URL in it."""
-    return _URL_SECRETS.sub(r"\1\2", text)
-
-
-# -- option validation -----------------------------------------------------------------
-
-
-def _valid_service(service: object) -> str | None:
-    if service is None:
-        return None
-    if not isinstance(service, str) or not service.strip():
-        raise ValueError("service must be a non-empty string or None")
-    return service
-
-
-def _valid_status(error_status: object) -> int:
-    if isinstance(error_status, bool) or not isinstance(error_status, int):
-        raise ValueError("error_status must be an int HTTP status")
-    if not 100 <= error_status <= 999:
-        raise ValueError("error_status must be between 100 and 999")
-    return error_status
-
-
-def _valid_paths(paths: object) -> frozenset[str]:
-    # Options are checked as objects: callers without a type checker pass anything.
-    if isinstance(paths, str) or not isinstance(paths, Iterable):
-        raise ValueError("exclude_paths must be a collection of paths (not one string)")
-    result = frozenset(paths)
-    for path in result:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError("exclude_paths must hold paths starting with '/'")
-    return result

@@ -26,6 +26,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 import asynctrace
 from asynctrace import keys
+from asynctrace._datastore import POSTGRESQL, query_span
 from asynctrace.aiohttp import client_trace_config, setup
 from asynctrace.analysis import bottleneck, error_chain, format_ms
 from asynctrace.errors import AsynctraceError, InvalidQueryError
@@ -56,11 +57,19 @@ __all__ = [
 
 SERVICES = ("api-gateway", "auth", "orders", "payment", "inventory")
 SLOW_ORDER_ID = "4711"
-"""Checking out this order makes orders wait 2.45 s (a query without its index)."""
+"""Checking out this order makes orders wait 2.45 s on a query without its index."""
 FAILING_ORDER_ID = "1313"
 """Charging this order fails in payment: its card processor is unavailable."""
 
 _SLOW_QUERY_S = 2.45
+# The orders service's queries. Its database is simulated (the demo needs no
+# PostgreSQL), but each query is a span made by the code path asynctrace.asyncpg
+# uses, so the waterfall and the bottleneck sentence read as they would in production.
+_LOAD_ORDER = "SELECT id, customer_id, status, total FROM orders WHERE id = $1"
+_ORDER_HISTORY = (
+    "SELECT id, status, total FROM orders WHERE customer_id = $1 ORDER BY created_at DESC"
+)
+_MARK_PAID = "UPDATE orders SET status = 'paid' WHERE id = $1"
 _ORDER_VIEWS = 12
 _CHECKOUTS = 8
 _CONCURRENCY = 4
@@ -481,6 +490,18 @@ class _Mesh:
     async def work(self, low_ms: float, high_ms: float) -> None:
         await asyncio.sleep(self.rng.uniform(low_ms, high_ms) / 1000.0)
 
+    async def query(self, statement: str, low_ms: float, high_ms: float) -> None:
+        """A simulated PostgreSQL query, traced as asynctrace.asyncpg traces real ones."""
+        started = query_span(POSTGRESQL, statement)
+        try:
+            await self.work(low_ms, high_ms)
+        except BaseException as exc:
+            if started is not None:
+                started.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if started is not None:
+            started.__exit__(None, None, None)
+
     async def call(
         self, method: str, service: str, path: str, payload: Any = None
     ) -> tuple[int, Any]:
@@ -524,7 +545,7 @@ class _Mesh:
 
     async def orders_view(self, request: web.Request) -> web.StreamResponse:
         order_id = request.match_info["order_id"]
-        await self.work(3, 6)  # SELECT the order
+        await self.query(_LOAD_ORDER, 3, 6)
         skus = ("sku-100", "sku-200")
         stock = await asyncio.gather(*(self.call("GET", "inventory", f"/stock/{s}") for s in skus))
         return web.json_response(
@@ -533,16 +554,20 @@ class _Mesh:
 
     async def orders_checkout(self, request: web.Request) -> web.StreamResponse:
         order_id = request.match_info["order_id"]
-        await self.work(3, 5)  # load the order
-        if order_id == SLOW_ORDER_ID:
-            # This customer's order history has no index: the seed's 2.5 s wait.
-            await asyncio.sleep(_SLOW_QUERY_S)
+        await self.query(_LOAD_ORDER, 2, 3)
+        # The customer's order history, for the fraud check. For this customer it
+        # scans the whole table (no index on customer_id): the seed's 2.5 s wait.
+        slow_ms = _SLOW_QUERY_S * 1000
+        await self.query(
+            _ORDER_HISTORY, *((slow_ms, slow_ms) if order_id == SLOW_ORDER_ID else (1, 2))
+        )
         status, _ = await self.call("POST", "inventory", "/reservations", {"order": order_id})
         if status >= 500:
             return web.json_response({"error": "reservation failed"}, status=502)
         status, _ = await self.call("POST", "payment", "/charges", {"order": order_id})
         if status >= 500:
             return web.json_response({"error": "payment failed"}, status=502)
+        await self.query(_MARK_PAID, 1, 2)
         return web.json_response({"order": order_id, "status": "paid"})
 
     # payment

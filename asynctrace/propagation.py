@@ -32,6 +32,7 @@ __all__ = [
     "caller_service",
     "extract",
     "format_traceparent",
+    "headers_to_add",
     "inject",
     "is_valid_caller_name",
     "parse_traceparent",
@@ -268,15 +269,41 @@ def inject(headers: MutableMapping[str, str], span: Span | SpanContext | None = 
         # Typed as objects: a caller's mapping may hold non-str names at runtime.
         names: Iterable[object] = headers
         present = {name.lower() for name in names if isinstance(name, str)}
-        if TRACEPARENT_HEADER in present:
-            present.add(TRACESTATE_HEADER)
-        if _LOWER_TRACE_ID_HEADER in present:
-            present.add(_LOWER_SPAN_ID_HEADER)
-        for name, value in new.items():
-            if name.lower() not in present:
-                headers[name] = value
+        for name, value in _missing(new, present).items():
+            headers[name] = value
     except Exception as exc:
         report_internal_error("trace header injection failed", exc)
+
+
+def headers_to_add(present: set[str], span: Span | SpanContext | None = None) -> dict[str, str]:
+    """The headers ``inject()`` would add to a request whose header names are ``present``.
+
+    ``present`` holds the request's header names, lowercase (it is not changed). For
+    clients whose header objects are costly to read name by name (httpx): read the
+    names once, add what this returns. Empty outside a span. Never raises.
+    """
+    try:
+        target = span if span is not None else current_span()
+        if target is None:
+            return {}
+        return _missing(_headers_for(target), present)
+    except Exception as exc:
+        report_internal_error("trace header injection failed", exc)
+        return {}
+
+
+def _missing(new: dict[str, str], present: set[str]) -> dict[str, str]:
+    """``new`` without the headers the caller set; a pair never mixes two traces."""
+    if not present:
+        return new
+    skipped = present
+    if TRACEPARENT_HEADER in present or _LOWER_TRACE_ID_HEADER in present:
+        skipped = set(present)
+        if TRACEPARENT_HEADER in present:
+            skipped.add(TRACESTATE_HEADER)
+        if _LOWER_TRACE_ID_HEADER in present:
+            skipped.add(_LOWER_SPAN_ID_HEADER)
+    return {name: value for name, value in new.items() if name.lower() not in skipped}
 
 
 def trace_headers(span: Span | SpanContext | None = None) -> dict[str, str]:

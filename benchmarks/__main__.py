@@ -12,6 +12,7 @@ from pathlib import Path
 from benchmarks import (
     export_throughput,
     http_loopback,
+    integration_cost,
     middleware_cost,
     patterns,
     seed_vs_batched,
@@ -29,6 +30,8 @@ SCENARIOS: dict[str, Callable[[Options], ScenarioResult]] = {
     export_throughput.NAME: export_throughput.run,
     seed_vs_batched.NAME: seed_vs_batched.run,
     service_chain.NAME: service_chain.run,
+    integration_cost.NAME: integration_cost.run,
+    # The simulation runs for minutes: last.
     patterns.NAME: patterns.run,
 }
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"

@@ -35,6 +35,11 @@ PACKAGES = (
     "opentelemetry-api",
     "opentelemetry-sdk",
     "opentelemetry-instrumentation-aiohttp-server",
+    "starlette",
+    "httpx",
+    "opentelemetry-instrumentation-asgi",
+    "opentelemetry-instrumentation-httpx",
+    "opentelemetry-instrumentation-redis",
 )
 
 

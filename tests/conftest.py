@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -84,4 +86,26 @@ def blockbuster() -> Iterator[BlockBuster]:
             # redis-py reads its own package version from disk for each new connection
             # (redis/utils.py get_lib_version); that is redis-py's, not ours to fix.
             function.can_block_in("redis/utils.py", "get_lib_version")
+            # asyncpg looks for ~/.pgpass on each connect without a password.
+            function.can_block_in("asyncpg/connect_utils.py", "_read_password_file")
         yield bb
+
+
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"
+"""The machine's PostgreSQL (trust auth, loopback: no TLS, whose setup reads files on the loop)."""
+
+
+@pytest.fixture
+async def postgres_dsn() -> str:
+    """``POSTGRES_DSN`` once it answers; outside CI a missing server skips, in CI it fails."""
+    import asyncpg
+
+    try:
+        async with asyncio.timeout(5):
+            connection = await asyncpg.connect(POSTGRES_DSN)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_DSN} is required in CI: {exc!r}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_DSN} (outside CI): {exc!r}")
+    await connection.close()
+    return POSTGRES_DSN

@@ -9,7 +9,7 @@ every sentence and view writes a duration.
 
 from __future__ import annotations
 
-from asynctrace.analysis._bottleneck import Bottleneck, bottleneck
+from asynctrace.analysis._bottleneck import Bottleneck, SlowOperation, bottleneck
 from asynctrace.analysis._compare import Comparison, OperationDeviation, compare
 from asynctrace.analysis._critical_path import CriticalSegment, critical_path
 from asynctrace.analysis._error_chain import ErrorChain, ErrorHop, error_chain
@@ -27,6 +27,7 @@ __all__ = [
     "HotSpot",
     "OperationDeviation",
     "PatternGuard",
+    "SlowOperation",
     "bottleneck",
     "compare",
     "critical_path",

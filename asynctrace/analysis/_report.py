@@ -73,6 +73,13 @@ def _bottleneck_json(found: Bottleneck | None) -> dict[str, object] | None:
         "total_ms": round(found.total_ms, 3),
         "share": round(found.share, 4),
         "sentence": found.sentence,
+        "slow_operation": None
+        if found.slow_operation is None
+        else {
+            "operation": found.slow_operation.operation,
+            "span_id": found.slow_operation.span.span_id,
+            "critical_ms": round(found.slow_operation.critical_ms, 3),
+        },
     }
 
 

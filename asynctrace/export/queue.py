@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -179,7 +180,11 @@ class ExportQueue:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
         state = _LoopState(loop)
-        state.task = loop.create_task(self._run(state), name="asynctrace-export")
+        # An empty context: the export runs outside every span, even when configure()
+        # was called inside one, so an instrumented client it shares stays untraced.
+        state.task = loop.create_task(
+            self._run(state), name="asynctrace-export", context=contextvars.Context()
+        )
         state.task.add_done_callback(self._worker_ended)
         self._state = state
         self._has_worker = True
@@ -325,7 +330,11 @@ class ExportQueue:
             except TimeoutError:
                 future.cancel()
                 return False
-        return await self._flush_here(timeout_s)
+        # In a task of its own, with an empty context: the export runs outside every
+        # span even when flush() is awaited inside one, as the worker's does, so an
+        # instrumented client it shares with the app makes no spans (each of which
+        # would have to be exported in turn).
+        return await loop.create_task(self._flush_here(timeout_s), context=contextvars.Context())
 
     async def _flush_here(self, timeout_s: float | None) -> bool:
         state = self._state

@@ -122,3 +122,72 @@ def test_share_just_under_one_is_not_rounded_to_all_of_it() -> None:
 
     assert found is not None
     assert "(>99%)" in found.sentence
+
+
+def checkout_with_a_slow_query(query_ms: float) -> Trace:
+    """The gateway calls orders, whose checkout runs a query, then calls payment."""
+    builder = TraceBuilder()
+    builder.add("POST /checkout", 0, 2529, service="api-gateway")
+    builder.add("HTTP POST orders", 20, 2500, parent="POST /checkout", service="api-gateway")
+    checkout = "POST /orders/{order_id}/checkout"
+    builder.add(checkout, 25, 2495, parent="HTTP POST orders", service="orders")
+    builder.add(
+        "load",
+        30,
+        30 + query_ms,
+        parent=checkout,
+        service="orders",
+        operation="postgres SELECT \u2026 FROM orders WHERE id = ?",
+    )
+    builder.add("HTTP POST payment", 2400, 2480, parent=checkout, service="orders")
+    builder.add("POST /charges", 2405, 2475, parent="HTTP POST payment", service="payment")
+    return builder.build()
+
+
+def test_sentence_names_the_child_operation_holding_most_of_the_services_time() -> None:
+    found = bottleneck(checkout_with_a_slow_query(2300))
+
+    assert found is not None
+    assert found.service == "orders"
+    assert found.span.operation == "POST /orders/{order_id}/checkout"
+    assert found.slow_operation is not None
+    assert found.slow_operation.critical_ms == pytest.approx(2300)
+    assert found.slow_operation.span.operation.startswith("postgres SELECT")
+    assert found.sentence == (
+        "orders is the bottleneck: 2,400 ms of 2,529 ms (95%) on the critical path,"
+        " in POST /orders/{order_id}/checkout \u2014 2,300 ms of it in"
+        " postgres SELECT \u2026 FROM orders WHERE id = ?"
+    )
+
+
+def test_no_child_operation_is_named_when_none_holds_most_of_the_time() -> None:
+    found = bottleneck(checkout_with_a_slow_query(1000))
+
+    assert found is not None
+    assert found.service == "orders"
+    assert found.span.operation == "POST /orders/{order_id}/checkout"
+    assert found.slow_operation is None
+    assert "\u2014" not in found.sentence
+
+
+def test_repeated_queries_add_up_to_one_operation() -> None:
+    builder = TraceBuilder()
+    builder.add("GET /orders", 0, 1000, service="orders")
+    for index in range(10):
+        builder.add(
+            f"query {index}",
+            index * 100,
+            index * 100 + 90,
+            parent="GET /orders",
+            service="orders",
+            operation="postgres SELECT \u2026 FROM items WHERE order_id = ?",
+        )
+
+    found = bottleneck(builder.build())
+
+    assert found is not None
+    assert found.slow_operation is not None
+    assert found.slow_operation.critical_ms == pytest.approx(900)
+    assert found.sentence.endswith(
+        "in GET /orders \u2014 900 ms of it in postgres SELECT \u2026 FROM items WHERE order_id = ?"
+    )

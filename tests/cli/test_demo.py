@@ -57,7 +57,12 @@ async def test_demo_tells_the_slow_and_the_failed_story() -> None:
     assert set(slow.services) == set(SERVICES)
     assert 2450 <= slow.total_duration < 4000
     assert "\norders is the bottleneck: 2,4" in text
-    assert "on the critical path, in POST /orders/{order_id}/checkout\n" in text
+    # ... and nearly all of that in one query, which the sentence names.
+    assert ("on the critical path, in POST /orders/{order_id}/checkout \u2014 2,4") in text
+    assert (
+        " ms of it in postgres SELECT \u2026 FROM orders WHERE customer_id = ? "
+        "ORDER BY created_at DESC\n"
+    ) in text
     # The failed checkout: the gateway's 502 points at payment's exception.
     assert failed is not None
     assert failed.has_errors
