@@ -29,7 +29,7 @@ import asynctrace
 from asynctrace import keys
 from asynctrace.analysis import bottleneck, error_chain, trace_report
 from asynctrace.errors import AsynctraceError, InvalidQueryError
-from asynctrace.model import Span, SpanDecodeError, Trace, decode_span, utc_day
+from asynctrace.model import DEFAULT_LIMITS, Span, SpanDecodeError, Trace, decode_span, utc_day
 from asynctrace.store import EdgeStats, StatsRow, TraceStore, TraceSummary, WeeklyPattern
 from asynctrace.terminal import (
     TraceRow,
@@ -40,6 +40,8 @@ from asynctrace.terminal import (
     render_trace_table,
     render_waterfall,
     slow_rows,
+    terminal_json,
+    terminal_text,
 )
 
 __all__ = ["DEFAULT_REDIS_URL", "main"]
@@ -234,7 +236,7 @@ def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
         # The store accepted the id, so it is 32 hex digits: safe to echo.
         raise click.ClickException(f"no trace {trace_id.lower()} (it may have expired after 24 h)")
     if as_json:
-        click.echo(json.dumps(trace_report(trace), indent=2, ensure_ascii=False))
+        click.echo(terminal_json(json.dumps(trace_report(trace), indent=2, ensure_ascii=False)))
         return
     terminal = _Terminal.of(sys.stdout)
     click.echo(
@@ -244,10 +246,12 @@ def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
     )
     click.echo()
     found = bottleneck(trace)
-    click.echo(found.sentence if found else "no critical path: the root span lasted 0 ms")
+    click.echo(
+        terminal_text(found.sentence) if found else "no critical path: the root span lasted 0 ms"
+    )
     chain = error_chain(trace)
     if chain is not None:
-        click.echo(chain.sentence)
+        click.echo(terminal_text(chain.sentence))
 
 
 @main.command(short_help="Print a trace's log lines across services, in time order.")
@@ -273,7 +277,11 @@ def logs(settings: _Settings, trace_id: str, as_json: bool) -> None:
         if not as_json:
             click.echo(f"trace {trace.trace_id} has no log lines")
         return
-    click.echo(format_log_lines(lines, json=as_json))
+    click.echo(
+        terminal_json(format_log_lines(lines, json=True))
+        if as_json
+        else format_log_lines(lines, json=False)
+    )
 
 
 # -- listings ----------------------------------------------------------------------------
@@ -558,7 +566,8 @@ def import_command(settings: _Settings, file: Path) -> None:
                     if not line.strip():
                         continue
                     try:
-                        batch.append(decode_span(line))
+                        # Held to the limits a live span has (a 5 MB tag is cut).
+                        batch.append(decode_span(line, limits=DEFAULT_LIMITS))
                     except SpanDecodeError as exc:
                         bad.append(f"line {number}: {exc}")
                         continue

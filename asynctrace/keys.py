@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "ERRORS_TTL_S",
     "INDEX_MAX_ENTRIES",
+    "MAX_TRACE_SPANS",
     "SLOW_KEEP",
     "TRACE_TTL_S",
     "aggregate_key",
@@ -72,6 +73,11 @@ TRACE_TTL_S = 24 * 3600
 ERRORS_TTL_S = 7 * 24 * 3600
 SLOW_KEEP = 100
 INDEX_MAX_ENTRIES = 100_000
+# Spans one trace list holds: a ``RedisExporter`` stops appending to a trace there
+# (counting what it leaves out), and readers read at most this many entries of a list
+# (any writer may have gone further). A reused ``traceparent`` cannot grow a trace
+# without bound, and no reader loads one whole.
+MAX_TRACE_SPANS = 10_000
 AGGREGATE_TTL_S = 35 * 24 * 3600
 _HOUR_MS = 3_600_000
 
