@@ -154,6 +154,10 @@ def render_waterfall(
         by_span.setdefault(segment.span.span_id, []).append(segment)
 
     lines = [paint.bold(_fit(_header(trace), width, glyphs))]
+    if trace.is_truncated:
+        # Its own line, first word first: a narrow terminal must not cut it off.
+        notice = f"TRUNCATED: {trace.unread_entries:,} more stored entries not read"
+        lines.append(paint.error(_fit(notice, width, glyphs)))
     lines.append(" " * (2 + label_width + 1) + paint.dim(axis.ruler()))
     has_orphans = False
     for (span, depth), duration in zip(rows, durations, strict=True):
@@ -180,8 +184,6 @@ def _header(trace: Trace) -> str:
     errors = sum(1 for span in trace.spans if span.is_error)
     if errors:
         parts.append(_count(errors, "error"))
-    if trace.is_truncated:
-        parts.append(f"TRUNCATED: {trace.unread_entries:,} more stored entries not read")
     return "  ".join(parts)
 
 

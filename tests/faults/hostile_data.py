@@ -153,8 +153,8 @@ def hostile_traces() -> list[HostileTrace]:
                 "TRACE",
                 R,
                 None,
-                tags={"blob": "x" * 5_000_000, **{f"t{n}": "v" for n in range(200_000)}},
-                logs=[{"timestamp": T0, "message": "m" * 100_000, "level": "info"}] * 50,
+                tags={"blob": "x" * 5_000_000, **{f"t{n}": "v" for n in range(20_000)}},
+                logs=[{"timestamp": T0, "message": "m" * 100_000, "level": "info"}] * 20,
             )
         ],
         spans=1,

@@ -42,7 +42,7 @@ SPAN_OBJECTS = st.fixed_dictionaries(
         )
     },
 )  # fmt: skip
-SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _decodes_or_refuses(raw: str | bytes) -> Span | None:
