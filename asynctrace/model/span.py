@@ -443,6 +443,10 @@ class Span:
             duration = _number(duration_raw, "duration")
         if duration < 0:
             raise SpanDecodeError("duration must not be negative")
+        if start + duration > _LATEST_MS:
+            # The end is a time too: a span cannot end after the last time a day or
+            # hour key can name (and readers never meet a duration near 1e308).
+            raise SpanDecodeError("a span must end before the year 10000")
         status = data.get("status", "ok")
         if status not in ("ok", "error"):
             raise SpanDecodeError("status must be 'ok' or 'error'")

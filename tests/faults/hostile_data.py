@@ -219,9 +219,29 @@ def hostile_traces() -> list[HostileTrace]:
                 '"startTime": ' + json.dumps(T0), '"startTime": ' + "9" * 5000
             ),
             span_json("TRACE", C, R, status="weird"),
+            span_json("TRACE", C, R, duration=1.7976e308),
+            span_json("TRACE", C, R, start=253_402_300_799_999.0, duration=1.0),
             span_json(_trace(0xDEAD), C, R),  # another trace's span in this list
         ],
         spans=2,
+        root_span_id=R,
+    )
+    add(
+        "extreme_numbers",
+        [
+            span_json(
+                "TRACE",
+                R,
+                None,
+                start=0.0,
+                duration=253_402_300_799_999.0,
+                logs=[{"timestamp": -1e308, "message": "x", "level": "error"}],
+                status="error",
+            ),
+            span_json("TRACE", A, R, start=253_402_300_799_998.0, duration=1.0),
+            span_json("TRACE", B, R, start=5.0, duration=5e-324),
+        ],
+        spans=3,
         root_span_id=R,
     )
     add("nothing_decodes", ["", "{", "\x00\xff", "[" * 10_000], spans=0)
