@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -277,3 +278,49 @@ async def test_garbage_index_and_slow_members_are_skipped(
         (await response.read()).decode("utf-8")
     rows = (await (await dashboard.get("/api/recent")).json())["traces"]
     assert [row["service"] for row in rows] == ["s\ufffd"]
+
+
+# -- aggregates ---------------------------------------------------------------------------
+
+
+def _hostile_aggregates(client: redis.Redis) -> None:
+    """This hour's aggregates with members another writer could leave: not JSON, nested
+    too deeply, the wrong shape, a lone surrogate, a terminal escape, counts that are
+    not numbers."""
+    hour = keys.hour_of(time.time() * 1000.0)
+    pair = keys.pair_member("svc", "op")
+    odd = '["\\udcff","\\u001b[2J"]'
+    client.sadd(keys.operation_index_key(hour), pair, "garbage", "[" * 10_000, '["a"]', odd)
+    client.hset(keys.aggregate_key(hour, pair), mapping={"n": "abc", "e": "-5", "b3": "1e400"})
+    client.hset(keys.aggregate_key(hour, odd), mapping={"n": "3", "e": "1", "b3": "3"})
+    client.zadd(keys.max_key(hour), {pair: float("inf")})
+    client.sadd(keys.edge_index_key(hour), "junk", "[" * 10_000, odd)
+    client.hset(keys.edge_key(hour, odd), mapping={"n": "3", "e": "1", "b3": "3"})
+
+
+@pytest.mark.parametrize("args", [["stats"], ["map"]], ids=" ".join)
+def test_hostile_aggregates_print_as_escaped_text(
+    redis_url: str, client: redis.Redis, args: list[str]
+) -> None:
+    _hostile_aggregates(client)
+    result = run(redis_url, *args)
+    output = assert_clean(result)
+    assert result.exit_code == 0, output
+    assert "\\x1b[2J" in output
+
+
+def test_a_name_with_undecodable_bytes_is_a_usage_error(redis_url: str) -> None:
+    result = run(redis_url, "patterns", "--service", "\udcff", "--operation", "op")
+    assert_clean(result)
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("path", ["/api/stats", "/stats", "/api/map", "/map", "/patterns"])
+async def test_hostile_aggregates_are_served_as_valid_text(
+    dashboard: Client, client: redis.Redis, path: str
+) -> None:
+    await asyncio.to_thread(_hostile_aggregates, client)
+    response = await dashboard.get(path)
+    assert response.status == 200
+    text = (await response.read()).decode("utf-8")  # strict: no lone surrogates
+    assert "Traceback" not in text
