@@ -24,7 +24,7 @@ class TraceSpanCap:
     """Admits at most ``max_spans`` spans per trace id; O(1) per span, not thread-safe
     (the one export task calls it)."""
 
-    __slots__ = ("_counts", "max_spans", "over_limit", "remembered")
+    __slots__ = ("_current", "_previous", "max_spans", "over_limit", "remembered")
 
     def __init__(
         self, max_spans: int = keys.MAX_TRACE_SPANS, *, remembered: int = _REMEMBERED_TRACES
@@ -34,19 +34,31 @@ class TraceSpanCap:
         self.max_spans = max_spans
         self.remembered = remembered
         self.over_limit = 0
-        # Insertion order is recency: a trace written again moves to the end, the
-        # least recently written one is forgotten first.
-        self._counts: dict[str, int] = {}
+        # Two generations of counts: a trace written while ``_current`` fills keeps
+        # its count; when ``_current`` is full it becomes ``_previous`` and the older
+        # generation is forgotten whole. A trace written in either is remembered, so
+        # between ``remembered`` and twice that many recent traces are. (An LRU dict
+        # would evict one trace per new one, and finding the oldest in a dict after
+        # many deletions walks their holes: slower per span than all of this.)
+        self._current: dict[str, int] = {}
+        self._previous: dict[str, int] = {}
 
     def admit(self, trace_id: str) -> bool:
         """True when one more span of ``trace_id`` may be stored (and count it)."""
-        counts = self._counts
-        count = counts.pop(trace_id, 0)
+        current = self._current
+        count = current.get(trace_id)
+        if count is None:
+            count = self._previous.get(trace_id, 0)
+            if len(current) >= self.remembered:
+                self._previous = current
+                self._current = current = {}
         if count >= self.max_spans:
-            counts[trace_id] = count
+            current[trace_id] = count
             self.over_limit += 1
             return False
-        counts[trace_id] = count + 1
-        if count == 0 and len(counts) > self.remembered:
-            del counts[next(iter(counts))]
+        current[trace_id] = count + 1
         return True
+
+    def remembered_traces(self) -> int:
+        """How many trace ids the cap holds a count for (at most twice ``remembered``)."""
+        return len(self._current) + len(self._previous)

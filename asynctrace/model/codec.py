@@ -53,7 +53,9 @@ def encode_span(span: Span) -> str:
         text = None  # an unusual value: the reference path encodes it, or raises
     # A surrogate can only sit inside a JSON string, so replacing it in the text is
     # replacing it in the value; isascii() makes this free for nearly every span.
-    return valid_utf8(text) if text is not None else _encode_span_reference(span)
+    if text is None:
+        return _encode_span_reference(span)
+    return text if text.isascii() else valid_utf8(text)
 
 
 def _encode_span_reference(span: Span) -> str:
@@ -157,6 +159,8 @@ def encode_indexed_span(span: Span) -> tuple[str, str, str]:
         texts = None  # an unusual value: the reference paths encode it, or raise
     if texts is not None:
         entry, score, index_entry = texts
+        if entry.isascii():  # then so is the index entry: its texts come from the span's
+            return texts
         return valid_utf8(entry), score, valid_utf8(index_entry)
     return encode_span(span), repr(round_ms(span.start_time)), encode_index_entry(span)
 
