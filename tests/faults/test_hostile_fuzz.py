@@ -5,12 +5,14 @@ links, cycles included, give a trace whose every walk ends."""
 from __future__ import annotations
 
 import json
+import re
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from asynctrace.analysis import critical_path, trace_report
 from asynctrace.model import IndexEntry, Span, SpanDecodeError, Trace, decode_span, encode_span
+from asynctrace.terminal import terminal_json, terminal_text
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 FIELDS = (
@@ -149,3 +151,29 @@ def test_any_parent_links_give_a_forest_every_walk_of_which_ends(
     report = trace_report(trace, similar=[trace])
     assert report["cyclic_span_ids"] == sorted(trace.cut_span_ids)
     json.dumps(report)
+
+
+# What a terminal acts on: C0/C1 controls, DEL, bidi overrides, lone surrogates.
+ACTIVE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+@SETTINGS
+@given(ANY_TEXT)
+@example("\x1b[2J\r\n\x9b31m\u202e\udcff")
+def test_terminal_text_leaves_nothing_a_terminal_acts_on(text: str) -> None:
+    shown = terminal_text(text)
+    assert ACTIVE.search(shown) is None
+    assert shown == text or "\\" in shown  # an escape, never a silent deletion
+
+
+@SETTINGS
+@given(JSON_VALUES)
+@example({"op": "\x1b[2J\x7f\x9b\u202e\udcff"})
+def test_terminal_json_is_the_same_json_with_nothing_a_terminal_acts_on(value: object) -> None:
+    try:
+        text = json.dumps(value, ensure_ascii=False, indent=2)
+    except ValueError:
+        return
+    shown = terminal_json(text)
+    assert ACTIVE.search(shown.replace("\n", " ")) is None
+    assert json.loads(shown) == json.loads(text) or shown == text  # NaN != NaN
