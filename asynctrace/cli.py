@@ -272,6 +272,12 @@ def logs(settings: _Settings, trace_id: str, as_json: bool) -> None:
     trace = _query(settings, read, param_hint="'TRACE_ID'")
     if trace is None:
         raise click.ClickException(f"no trace {trace_id.lower()} (it may have expired after 24 h)")
+    if trace.is_truncated:
+        # On stderr, so that --json output stays one object per line.
+        click.echo(
+            f"TRUNCATED: {trace.unread_entries:,} more stored entries of this trace not read",
+            err=True,
+        )
     lines = trace_log_lines(trace)
     if not lines:
         if not as_json:

@@ -138,3 +138,22 @@ async def test_reading_stops_at_max_spans_and_counts_the_rest(redis_url: str) ->
     assert part is not None
     assert (len(whole.spans), whole.unread_entries, whole.is_truncated) == (2599, 0, False)
     assert (len(part.spans), part.unread_entries, part.is_truncated) == (1500, 1099, True)
+
+
+def test_logs_of_a_truncated_trace_say_so_on_stderr(redis_url: str) -> None:
+    trace_id = "3f" * 16
+    entries = [
+        span_json(
+            trace_id,
+            f"{number:016x}",
+            None if number == 1 else "0000000000000001",
+            logs=[{"timestamp": T0, "message": f"line {number}", "level": "info"}],
+        )
+        for number in range(1, keys.MAX_TRACE_SPANS + 6)
+    ]
+    with redis.Redis.from_url(redis_url) as client:
+        client.rpush(keys.trace_key(trace_id), *entries)
+    result = CliRunner().invoke(main, ["--redis-url", redis_url, "logs", "--json", trace_id])
+    assert result.exit_code == 0
+    assert result.stderr == "TRUNCATED: 5 more stored entries of this trace not read\n"
+    assert len(result.stdout.splitlines()) == keys.MAX_TRACE_SPANS
