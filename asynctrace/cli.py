@@ -33,7 +33,7 @@ from asynctrace import keys
 from asynctrace.analysis import bottleneck, error_chain, trace_report
 from asynctrace.analysis.changes import StepChange
 from asynctrace.errors import AsynctraceError, InvalidQueryError
-from asynctrace.model import Span, SpanDecodeError, Trace, decode_span, utc_day
+from asynctrace.model import DEFAULT_LIMITS, Span, SpanDecodeError, Trace, decode_span, utc_day
 from asynctrace.store import EdgeStats, StatsRow, TraceStore, TraceSummary, WeeklyPattern
 from asynctrace.terminal import (
     TraceRow,
@@ -44,6 +44,8 @@ from asynctrace.terminal import (
     render_trace_table,
     render_waterfall,
     slow_rows,
+    terminal_json,
+    terminal_text,
 )
 
 __all__ = ["DEFAULT_REDIS_URL", "main"]
@@ -294,7 +296,7 @@ def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
         # The store accepted the id, so it is 32 hex digits: safe to echo.
         raise click.ClickException(f"no trace {trace_id.lower()} (it may have expired after 24 h)")
     if as_json:
-        click.echo(json.dumps(trace_report(trace), indent=2, ensure_ascii=False))
+        click.echo(terminal_json(json.dumps(trace_report(trace), indent=2, ensure_ascii=False)))
         return
     terminal = _Terminal.of(sys.stdout)
     click.echo(
@@ -304,10 +306,12 @@ def show(settings: _Settings, trace_id: str, as_json: bool) -> None:
     )
     click.echo()
     found = bottleneck(trace)
-    click.echo(found.sentence if found else "no critical path: the root span lasted 0 ms")
+    click.echo(
+        terminal_text(found.sentence) if found else "no critical path: the root span lasted 0 ms"
+    )
     chain = error_chain(trace)
     if chain is not None:
-        click.echo(chain.sentence)
+        click.echo(terminal_text(chain.sentence))
 
 
 @main.command(short_help="Print a trace's log lines across services, in time order.")
@@ -328,12 +332,22 @@ def logs(settings: _Settings, trace_id: str, as_json: bool) -> None:
     trace = _query(settings, read, param_hint="'TRACE_ID'")
     if trace is None:
         raise click.ClickException(f"no trace {trace_id.lower()} (it may have expired after 24 h)")
+    if trace.is_truncated:
+        # On stderr, so that --json output stays one object per line.
+        click.echo(
+            f"TRUNCATED: {trace.unread_entries:,} more stored entries of this trace not read",
+            err=True,
+        )
     lines = trace_log_lines(trace)
     if not lines:
         if not as_json:
             click.echo(f"trace {trace.trace_id} has no log lines")
         return
-    click.echo(format_log_lines(lines, json=as_json))
+    click.echo(
+        terminal_json(format_log_lines(lines, json=True))
+        if as_json
+        else format_log_lines(lines, json=False)
+    )
 
 
 # -- listings ----------------------------------------------------------------------------
@@ -628,7 +642,8 @@ def import_command(settings: _Settings, file: Path) -> None:
                     if not line.strip():
                         continue
                     try:
-                        batch.append(decode_span(line))
+                        # Held to the limits a live span has (a 5 MB tag is cut).
+                        batch.append(decode_span(line, limits=DEFAULT_LIMITS))
                     except SpanDecodeError as exc:
                         bad.append(f"line {number}: {exc}")
                         continue

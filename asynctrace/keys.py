@@ -43,6 +43,7 @@ Every command touches one key. Braces in names are written as the JSON escapes
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "ERRORS_TTL_S",
     "INDEX_MAX_ENTRIES",
+    "MAX_TRACE_SPANS",
     "SLOW_KEEP",
     "TRACE_TTL_S",
     "aggregate_key",
@@ -72,8 +74,14 @@ TRACE_TTL_S = 24 * 3600
 ERRORS_TTL_S = 7 * 24 * 3600
 SLOW_KEEP = 100
 INDEX_MAX_ENTRIES = 100_000
+# Spans one trace list holds: a ``RedisExporter`` stops appending to a trace there
+# (counting what it leaves out), and readers read at most this many entries of a list
+# (any writer may have gone further). A reused ``traceparent`` cannot grow a trace
+# without bound, and no reader loads one whole.
+MAX_TRACE_SPANS = 10_000
 AGGREGATE_TTL_S = 35 * 24 * 3600
 _HOUR_MS = 3_600_000
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def trace_key(trace_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
@@ -120,16 +128,23 @@ def parse_pair_member(member: str | bytes) -> tuple[str, str] | None:
     """The two names of a ``pair_member``, or None when ``member`` is not one."""
     try:
         value = json.loads(member)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: a member nested too deeply for the parser
     if (
         isinstance(value, list)
         and len(value) == 2
         and isinstance(value[0], str)
         and isinstance(value[1], str)
     ):
-        return value[0], value[1]
+        return _valid_text(value[0]), _valid_text(value[1])
     return None
+
+
+def _valid_text(text: str) -> str:
+    """Lone surrogates (a JSON escape another writer left) as U+FFFD: readers print
+    and serve names as UTF-8. ``model.span.valid_utf8``'s rule, kept here because the
+    key layout does not depend on the span model."""
+    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
 
 
 def aggregate_key(hour: str, pair: str, *, prefix: str = DEFAULT_PREFIX) -> str:

@@ -4,11 +4,17 @@ Everything here is a pure function from values to a string: the caller decides t
 width and whether ANSI colour is wanted (a TTY without ``NO_COLOR``), so tests can
 render to a fixed width without colour and compare exact text. Without colour the
 output holds no escape codes at all; with it, stripping the codes gives the same text.
+
+Names and messages come from stored spans, which anyone who can send a request can
+shape: every such text passes ``terminal_text`` before it is measured or placed, so a
+span named ``"\x1b[2J"`` or holding a newline prints as those escapes, on one line,
+and cannot move the cursor, clear the screen or forge a row.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +34,45 @@ __all__ = [
     "render_trace_table",
     "render_waterfall",
     "slow_rows",
+    "terminal_json",
+    "terminal_text",
 ]
+
+# What a terminal acts on instead of printing: C0 and C1 controls (ESC, CSI, CR, LF,
+# BEL...), DEL, the bidirectional overrides that reorder what is shown, and lone
+# surrogates (which no terminal encoding can write).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# Of those, what json.dumps(ensure_ascii=False) leaves raw inside strings.
+_UNPRINTABLE_IN_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def terminal_text(text: str) -> str:
+    r"""``text`` with every character a terminal would act on written as an escape
+    (``\x1b``, ``\n``, ``\u202e``): printable, on one line. Pure."""
+    if text.isprintable():
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def terminal_json(text: str) -> str:
+    r"""JSON text (``json.dumps(..., ensure_ascii=False)``) with what ``terminal_text``
+    escapes and JSON leaves raw written as ``\uXXXX``: the same JSON value, safe to
+    print. Such characters only occur inside JSON strings. Pure."""
+    if text.isascii():
+        return text.replace("\x7f", "\\u007f") if "\x7f" in text else text
+    return _UNPRINTABLE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x0A:
+        return "\\n"
+    if code == 0x0D:
+        return "\\r"
+    if code == 0x09:
+        return "\\t"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
 
 _MIN_WIDTH = 40
 _MIN_LABEL = 12
@@ -111,6 +155,10 @@ def render_waterfall(
         by_span.setdefault(segment.span.span_id, []).append(segment)
 
     lines = [paint.bold(_fit(_header(trace), width, glyphs))]
+    if trace.is_truncated:
+        # Its own line, first word first: a narrow terminal must not cut it off.
+        notice = f"TRUNCATED: {trace.unread_entries:,} more stored entries not read"
+        lines.append(paint.error(_fit(notice, width, glyphs)))
     lines.append(" " * (2 + label_width + 1) + paint.dim(axis.ruler()))
     has_orphans = False
     for (span, depth), duration in zip(rows, durations, strict=True):
@@ -149,6 +197,9 @@ def _legend(trace: Trace, has_orphans: bool, glyphs: _Glyphs) -> str:
     if trace.corrupt_entries:
         entries = _count(trace.corrupt_entries, "unreadable entry", "unreadable entries")
         parts.append(f"{entries} skipped")
+    if trace.cyclic_spans:
+        cut = _count(trace.cyclic_spans, "parent cycle", "parent cycles")
+        parts.append(f"{cut} cut (shown as {glyphs.orphan})")
     return "  ".join(parts)
 
 
@@ -202,7 +253,8 @@ def _label_length(span: Span, depth: int) -> int:
 
 
 def _name(span: Span) -> str:
-    return f"{span.service} {span.operation}" if span.operation else span.service
+    service = terminal_text(span.service)
+    return f"{service} {terminal_text(span.operation)}" if span.operation else service
 
 
 def _label(
@@ -214,7 +266,7 @@ def _label(
     mark = f"{glyphs.orphan} " if is_orphan else ""
     name = _fit(_name(span), width - len(indent) - len(mark), glyphs)
     padding = " " * (width - len(indent) - len(mark) - len(name))
-    cut = min(len(span.service), len(name))
+    cut = min(len(terminal_text(span.service)), len(name))
     if is_orphan:
         mark = paint.orphan(glyphs.orphan) + " "
     return indent + mark + paint.service(span.service, name[:cut]) + name[cut:] + padding
@@ -358,9 +410,9 @@ def render_trace_table(
             row.trace_id,
             "-" if row.started_ms is None else _started(row.started_ms),
             "-" if row.duration_ms is None else format_ms(row.duration_ms),
-            row.status or "-",
-            row.root or "-",
-            " ".join(row.error.split()),
+            terminal_text(row.status) or "-",
+            terminal_text(row.root) or "-",
+            terminal_text(" ".join(row.error.split())),
         )
         for row in rows
     ]
@@ -485,8 +537,8 @@ def render_stats_table(rows: Sequence[StatsRow]) -> str:
         before = row.previous
         table.append(
             (
-                row.service,
-                row.operation,
+                terminal_text(row.service),
+                terminal_text(row.operation),
                 f"{now.count:,}",
                 _rate(now.rate_per_s),
                 f"{now.error_rate * 100:.1f}%",
@@ -506,9 +558,9 @@ def render_edges(edges: Sequence[EdgeStats]) -> str:
     header = ("CALLER", "", "CALLEE", "CALLS", "RATE", "ERRORS", "P95")
     table = [
         (
-            edge.caller,
+            terminal_text(edge.caller),
             "->",
-            edge.callee,
+            terminal_text(edge.callee),
             f"{edge.stats.count:,}",
             _rate(edge.stats.rate_per_s),
             f"{edge.stats.error_rate * 100:.1f}%",
@@ -533,8 +585,8 @@ def render_heatmap(pattern: WeeklyPattern, *, ascii_only: bool = False) -> str:
     low = min(p95s, default=0.0)
     high = max(p95s, default=0.0)
     lines = [
-        f"{pattern.service} {pattern.operation}: p95 by hour of the week (UTC), "
-        f"last {pattern.weeks} weeks",
+        f"{terminal_text(pattern.service)} {terminal_text(pattern.operation)}: "
+        f"p95 by hour of the week (UTC), last {pattern.weeks} weeks",
         "     " + "".join(f"{hour:<3d}" for hour in range(0, 24, 3)).rstrip(),
     ]
     for day, name in enumerate(DAY_NAMES):
@@ -555,7 +607,7 @@ def render_heatmap(pattern: WeeklyPattern, *, ascii_only: bool = False) -> str:
         f"{sum(cell.slow for cell in pattern.cells):,}"
     )
     if pattern.hot_spots:
-        lines.extend(spot.sentence for spot in pattern.hot_spots)
+        lines.extend(terminal_text(spot.sentence) for spot in pattern.hot_spots)
     else:
         lines.append("no recurring hot spots")
     return "\n".join(lines)

@@ -177,8 +177,17 @@ class Tracer:
         if self.queue is None:
             return ExportStats(0, 0, 0, 0, None, unsampled=self._unsampled)
         return replace(
-            self.queue.stats(), unsampled=self._unsampled, aggregate_only=self._aggregate_only
+            self.queue.stats(),
+            unsampled=self._unsampled,
+            aggregate_only=self._aggregate_only,
+            over_trace_limit=_over_trace_limit(self.exporter),
         )
+
+
+def _over_trace_limit(exporter: object) -> int:
+    """What a ``RedisExporter`` (or any exporter saying so) left out of full traces."""
+    count = getattr(exporter, "spans_over_trace_limit", 0)
+    return count if isinstance(count, int) else 0
 
 
 _tracer: Tracer | None = None

@@ -59,11 +59,15 @@ def critical_path(trace: Trace) -> list[CriticalSegment]:
         return segments
     # Explicit stack instead of recursion: traces from buggy instrumentation can nest
     # arbitrarily deep. Each entry is a span and the (non-empty) window it may claim.
-    # No cycle guard is needed: every span has one parent and the root has none in
-    # the trace, so the root's tree is a tree even when the data is corrupt.
+    # Trace.from_spans cuts parent cycles, so the root's tree is a tree; ``visited``
+    # still bounds the walk for a Trace whose children were built some other way.
     stack: list[tuple[Span, float, float]] = [(root, root.start_time, root.end_time)]
+    visited: set[str] = set()
     while stack:
         span, window_start, window_end = stack.pop()
+        if span.span_id in visited:
+            continue
+        visited.add(span.span_id)
         point = window_end
         children = _clipped_children(trace, span, window_start, window_end)
         for child, child_start, child_end in children:

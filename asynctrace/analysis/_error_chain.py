@@ -105,12 +105,11 @@ def _path(trace: Trace, origin: Span) -> tuple[ErrorHop, ...]:
     hops: list[ErrorHop] = []
     seen: set[str] = set()
     span: Span | None = origin
-    # Follow parent ids rather than recurse; ``seen`` stops a cycle in corrupt data.
+    # Follow the tree's parent links (Trace cuts cycles); ``seen`` bounds the walk anyway.
     while span is not None and span.span_id not in seen:
         seen.add(span.span_id)
         hops.append(ErrorHop(span=span, status=span.status, http_status=_http_status(span)))
-        parent_id = span.parent_span_id
-        span = trace.by_id.get(parent_id) if parent_id is not None else None
+        span = trace.parent_of(span)
     return tuple(hops)
 
 

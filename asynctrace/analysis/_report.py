@@ -22,7 +22,9 @@ def trace_report(trace: Trace, *, similar: Sequence[Trace] | None = None) -> dic
     and ``analysis`` with ``critical_path``, ``bottleneck``, ``error_chain`` and
     ``self_time_ms``. ``analysis.comparison`` is there only when ``similar`` is
     given, even empty (then its ``sample_size`` is 0). Milliseconds are rounded to
-    the microsecond. Pure and CPU only; never raises.
+    the microsecond. ``truncated`` says the trace holds more entries than were read
+    (``unread_entries``); the analysis is then of the spans read. Pure and CPU only;
+    never raises.
     """
     ordered = trace.depth_first()
     analysis: dict[str, object] = {
@@ -46,6 +48,11 @@ def trace_report(trace: Trace, *, similar: Sequence[Trace] | None = None) -> dic
         "is_complete": trace.is_complete,
         "orphan_span_ids": [span.span_id for span in trace.orphans],
         "corrupt_entries": trace.corrupt_entries,
+        # Parent links cut to break a cycle in corrupt data; those spans are orphans.
+        "cyclic_span_ids": sorted(trace.cut_span_ids),
+        # True when the store holds more spans than were read (the reader's limit).
+        "truncated": trace.is_truncated,
+        "unread_entries": trace.unread_entries,
         "spans": [span.to_dict() for span, _ in ordered],
         "depths": {span.span_id: depth for span, depth in ordered},
         "analysis": analysis,

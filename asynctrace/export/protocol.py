@@ -47,3 +47,6 @@ class ExportStats:
     unsampled: int = 0
     internal_errors: int = 0
     aggregate_only: int = 0
+    # Spans the exporter left out of their trace's list because the trace was full
+    # (keys.MAX_TRACE_SPANS); the queue counts them as exported, the aggregates too.
+    over_trace_limit: int = 0

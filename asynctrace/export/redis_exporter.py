@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asynctrace import keys
 from asynctrace._ratelimit import report_internal_error
+from asynctrace.export._trace_cap import TraceSpanCap
 from asynctrace.export.aggregates import aggregate_commands
 from asynctrace.model import Span, encode_indexed_span, encode_span, utc_day
 
@@ -120,6 +121,7 @@ class RedisExporter:
         trace_ttl_s: int = keys.TRACE_TTL_S,
         aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
         timeout_s: float = _TIMEOUT_S,
+        max_spans_per_trace: int = keys.MAX_TRACE_SPANS,
     ) -> None:
         if (redis_url is None) == (client is None):
             raise ValueError("RedisExporter needs exactly one of redis_url or client")
@@ -140,9 +142,17 @@ class RedisExporter:
         self.trace_ttl_s = trace_ttl_s
         self.aggregate_ttl_s = aggregate_ttl_s
         self.timeout_s = float(timeout_s)
+        # Spans of a trace past max_spans_per_trace are not stored (counted).
+        self.trace_cap = TraceSpanCap(max_spans_per_trace)
         self._given_client = client
         self._client: aioredis.Redis | None = client
         self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def spans_over_trace_limit(self) -> int:
+        """Spans not stored because their trace already held ``max_spans_per_trace``
+        spans written by this exporter (they still count in the aggregates)."""
+        return self.trace_cap.over_limit
 
     def _client_here(self) -> aioredis.Redis:
         if self._given_client is not None:
@@ -228,7 +238,7 @@ class RedisExporter:
                     others_of[trace_id] = [span]
                 else:
                     others.append(span)
-        noted = _BatchIndex(self.slow_threshold_ms)
+        noted = _BatchIndex(self.slow_threshold_ms, self.trace_cap)
         encode = noted.encode
         clock = time.perf_counter
         deadline = clock() + _SLICE_S
@@ -305,10 +315,11 @@ class _BatchIndex:
     """Encodes a batch's spans and notes what they add to the slow set, the error-day
     sets and the trace index (local roots and error spans)."""
 
-    __slots__ = ("errors_by_day", "index", "slow", "threshold")
+    __slots__ = ("admit", "errors_by_day", "index", "slow", "threshold")
 
-    def __init__(self, slow_threshold_ms: float) -> None:
+    def __init__(self, slow_threshold_ms: float, cap: TraceSpanCap) -> None:
         self.threshold = slow_threshold_ms
+        self.admit = cap.admit
         self.slow: dict[str, float] = {}
         self.errors_by_day: dict[str, set[str]] = {}
         self.index: list[str] = []  # score, entry, score, entry, ...
@@ -320,6 +331,8 @@ class _BatchIndex:
         is_error = span.status == "error"
         if not (span.is_sampled or is_error):
             return None
+        if not self.admit(span.trace_id):
+            return None  # its trace is full (keys.MAX_TRACE_SPANS); counted by the cap
         try:
             if not (span.is_local_root or is_error):
                 return encode_span(span)

@@ -17,6 +17,7 @@ import orjson
 from asynctrace.ids import is_valid_span_id, is_valid_trace_id
 from asynctrace.model.span import (
     _FAST_MS_LIMIT,
+    Limits,
     Span,
     SpanDecodeError,
     SpanLog,
@@ -24,6 +25,7 @@ from asynctrace.model.span import (
     _number,
     _text,
     round_ms,
+    valid_utf8,
 )
 
 __all__ = [
@@ -41,20 +43,24 @@ def encode_span(span: Span) -> str:
     """Compact span JSON, as the seed's ``JSON.stringify`` wrote it.
 
     For string tags (``Span.tags`` is ``dict[str, str]``) byte for byte
-    ``json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False)``, written
-    by orjson in a fraction of the time (the exporter encodes every span;
-    ``tests/test_model_codec.py`` holds the two to the same bytes). Raises what that
-    ``json.dumps`` would raise for a value JSON cannot hold.
+    ``json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False)`` with lone
+    surrogates replaced by U+FFFD (``valid_utf8``: what is stored is valid UTF-8 text,
+    whatever bytes a header held), written by orjson in a fraction of the time (the
+    exporter encodes every span; ``tests/test_model_codec.py`` holds the two to the
+    same bytes). Raises what that ``json.dumps`` would raise for a value JSON cannot
+    hold.
     """
     try:
         text = _encode_span_fast(span)
     except Exception:
         text = None  # an unusual value: the reference path encodes it, or raises
+    # orjson refuses lone surrogates, so a fast text never holds one: only the
+    # reference path replaces them.
     return text if text is not None else _encode_span_reference(span)
 
 
 def _encode_span_reference(span: Span) -> str:
-    return json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    return valid_utf8(json.dumps(span.to_dict(), separators=(",", ":"), ensure_ascii=False))
 
 
 # orjson writes what json.dumps(..., separators=(",", ":"), ensure_ascii=False) writes
@@ -136,7 +142,7 @@ def encode_indexed_span(span: Span) -> tuple[str, str, str]:
     except Exception:
         texts = None  # an unusual value: the reference paths encode it, or raise
     if texts is not None:
-        return texts
+        return texts  # orjson refuses lone surrogates: nothing to replace
     return encode_span(span), repr(round_ms(span.start_time)), encode_index_entry(span)
 
 
@@ -164,13 +170,26 @@ def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
     )
 
 
-def decode_span(raw: str | bytes) -> Span:
-    """Parse one span JSON entry. Raises ``SpanDecodeError`` for anything invalid."""
+def decode_span(raw: str | bytes, *, limits: Limits | None = None) -> Span:
+    """Parse one span JSON entry. Raises ``SpanDecodeError`` for anything invalid,
+    and for nothing else: JSON nested too deeply for the parser is invalid too.
+
+    Bytes that are not UTF-8 become U+FFFD rather than costing the whole span.
+    ``limits``: see ``Span.from_dict``.
+    """
+    return Span.from_dict(_json_of(raw, "not valid JSON"), limits=limits)
+
+
+def _json_of(raw: str | bytes, problem: str) -> Any:
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode("utf-8", "replace")
+    elif not isinstance(raw, str):
+        raise SpanDecodeError(problem)
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SpanDecodeError("not valid JSON") from exc
-    return Span.from_dict(data)
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: "[" * 100_000, say; the C parser gives up, as it should.
+        raise SpanDecodeError(problem) from exc
 
 
 def utc_day(epoch_ms: float) -> str:
@@ -273,30 +292,31 @@ class IndexEntry:
         return fast if fast is not None else self._encode_reference()
 
     def _encode_reference(self) -> str:
-        return json.dumps(
-            [
-                self.trace_id,
-                self.span_id,
-                self.service,
-                self.operation,
-                self.status,
-                round_ms(self.duration),
-                round_ms(self.start_time),
-                int(self.is_root),
-                self.error,
-            ],
-            separators=(",", ":"),
-            ensure_ascii=False,
+        return valid_utf8(
+            json.dumps(
+                [
+                    self.trace_id,
+                    self.span_id,
+                    self.service,
+                    self.operation,
+                    self.status,
+                    round_ms(self.duration),
+                    round_ms(self.start_time),
+                    int(self.is_root),
+                    self.error,
+                ],
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
         )
 
     @classmethod
     def decode(cls, raw: str | bytes) -> IndexEntry:
         """Raises ``SpanDecodeError`` for an entry that is not an index entry."""
-        try:
-            items = json.loads(raw)
-            trace_id, span_id, service, operation, status, duration, start, is_root, error = items
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise SpanDecodeError("not a trace index entry") from exc
+        items = _json_of(raw, "not a trace index entry")
+        if not isinstance(items, list) or len(items) != 9:
+            raise SpanDecodeError("not a trace index entry")
+        trace_id, span_id, service, operation, status, duration, start, is_root, error = items
         return cls(
             _id(trace_id, "traceId", is_valid_trace_id),
             _id(span_id, "spanId", is_valid_span_id),
@@ -310,11 +330,15 @@ class IndexEntry:
         )
 
 
-def spans_of(entries: Sequence[str | bytes]) -> tuple[list[Span], int]:
-    """Decode stored entries, skipping (and counting) the corrupt ones."""
+def spans_of(entries: Sequence[object]) -> tuple[list[Span], int]:
+    """Decode stored entries, skipping (and counting) the corrupt ones: anything
+    that is not span JSON text, including a reply that is not text at all."""
     spans: list[Span] = []
     corrupt = 0
     for raw in entries:
+        if not isinstance(raw, str | bytes):
+            corrupt += 1
+            continue
         try:
             spans.append(decode_span(raw))
         except SpanDecodeError:

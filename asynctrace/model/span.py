@@ -8,6 +8,8 @@ travel further (ids are validated, so a corrupt entry never reaches a key or a p
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter as _perf_counter
@@ -33,6 +35,7 @@ __all__ = [
     "SpanLogDict",
     "SpanStatus",
     "round_ms",
+    "valid_utf8",
 ]
 
 # Span JSON writes times rounded to the microsecond. Below 2**42 (year 2109 in epoch
@@ -54,6 +57,21 @@ def round_ms(value: float) -> float:
     if type(value) is float and 0.0 <= value < _FAST_MS_LIMIT:
         return round(value * 1000.0) / 1000.0
     return round(value, 3)
+
+
+# Surrogate code points never stand for a character in a str: JSON's "\udcff" and
+# aiohttp's "surrogateescape" header bytes both make them, and UTF-8 cannot encode one.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def valid_utf8(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it encodes as UTF-8.
+
+    O(1) for ASCII text (``str.isascii``); one scan otherwise.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATES.sub("\ufffd", text)
 
 
 SpanKind = Literal["server", "client", "internal"]
@@ -405,10 +423,15 @@ class Span:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Span:
+    def from_dict(cls, data: Mapping[str, Any], *, limits: Limits | None = None) -> Span:
         """Build an ended span from span JSON, as written by asynctrace or the seed tracer.
 
-        Raises ``SpanDecodeError`` when a required field is missing or invalid.
+        Raises ``SpanDecodeError`` when a required field is missing or invalid. Text
+        is made valid UTF-8 (lone surrogates become U+FFFD). With ``limits`` the span
+        is held to them as a live span is (``asynctrace import`` passes the default
+        limits): longer names, tag keys and values and log lines are cut and tagged
+        ``asynctrace.truncated``, tags and logs over the count are dropped and counted
+        in ``asynctrace.dropped_tags``/``asynctrace.dropped_logs``.
         """
         if not isinstance(data, Mapping):
             raise SpanDecodeError("a span must be a JSON object")
@@ -426,6 +449,10 @@ class Span:
             duration = _number(duration_raw, "duration")
         if duration < 0:
             raise SpanDecodeError("duration must not be negative")
+        if start + duration > _LATEST_MS:
+            # The end is a time too: a span cannot end after the last time a day or
+            # hour key can name (and readers never meet a duration near 1e308).
+            raise SpanDecodeError("a span must end before the year 10000")
         status = data.get("status", "ok")
         if status not in ("ok", "error"):
             raise SpanDecodeError("status must be 'ok' or 'error'")
@@ -446,11 +473,61 @@ class Span:
         span.is_local_root = parent is None
         span.is_random = False
         span.tracestate = ""
-        span.limits = DEFAULT_LIMITS
+        span.limits = DEFAULT_LIMITS if limits is None else limits
         span._on_end = None
         span._ended = True
         span._start_perf = 0.0
+        if limits is not None:
+            _hold_to_limits(span, limits)
         return span
+
+
+def _hold_to_limits(span: Span, limits: Limits) -> None:
+    """Cut a decoded span down to ``limits``, marking what was cut, as ``set_tag`` and
+    ``log`` do for a live span."""
+    longest = limits.max_string_length
+    is_cut = False
+
+    def clip(text: str) -> str:
+        nonlocal is_cut
+        if len(text) <= longest:
+            return text
+        is_cut = True
+        return text[:longest] + TRUNCATION_MARK
+
+    span.service = clip(span.service)
+    span.operation = clip(span.operation)
+    tags = span._tags or {}
+    # A writer's own drop counts are kept and added to.
+    dropped_tags = _count_tag(tags.pop(DROPPED_TAGS_TAG, None))
+    dropped_logs = _count_tag(tags.pop(DROPPED_LOGS_TAG, None))
+    was_cut = tags.pop(TRUNCATED_TAG, None) == "true"
+    kept: dict[str, str] = {}
+    for key, value in tags.items():
+        if len(kept) >= limits.max_tags:
+            dropped_tags += 1
+            continue
+        kept[clip(key)] = clip(value)
+    logs = span._logs or []
+    dropped_logs += max(0, len(logs) - limits.max_logs)
+    span._logs = [
+        SpanLog(log.timestamp, clip(log.message), clip(log.level))
+        for log in logs[: limits.max_logs]
+    ]
+    if dropped_tags:
+        kept[DROPPED_TAGS_TAG] = str(dropped_tags)
+    if dropped_logs:
+        kept[DROPPED_LOGS_TAG] = str(dropped_logs)
+    if is_cut or was_cut:
+        kept[TRUNCATED_TAG] = "true"
+    span._tags = kept
+
+
+def _count_tag(value: str | None) -> int:
+    try:
+        return max(0, int(value)) if value is not None and len(value) < 20 else 0
+    except ValueError:
+        return 0
 
 
 def _tag_text(value: object) -> str:
@@ -495,7 +572,7 @@ def _number(value: object, name: str) -> float:
 def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise SpanDecodeError(f"{name} must be a string")
-    return value
+    return valid_utf8(value)
 
 
 def _decode_tags(value: object) -> dict[str, str]:
@@ -503,7 +580,18 @@ def _decode_tags(value: object) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise SpanDecodeError("tags must be an object")
-    return {str(key): _tag_text(item) for key, item in value.items()}
+    return {valid_utf8(str(key)): _stored_tag_text(item) for key, item in value.items()}
+
+
+def _stored_tag_text(value: object) -> str:
+    """A stored tag value as text; JSON containers (never written by asynctrace, nor
+    by the seed) are kept as their JSON, which is bounded by the entry's own size."""
+    if isinstance(value, dict | list):
+        try:
+            return valid_utf8(json.dumps(value, ensure_ascii=False))
+        except (ValueError, RecursionError) as exc:
+            raise SpanDecodeError("a tag value is nested too deeply") from exc
+    return valid_utf8(_tag_text(value))
 
 
 def _decode_logs(value: object) -> list[SpanLog]:

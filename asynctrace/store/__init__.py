@@ -39,7 +39,8 @@ class TraceStore(_TraceQueries, _AggregateQueries):
 
     Give it any client with the ``redis.asyncio`` command API (``redis.asyncio.Redis``,
     ``fakeredis.FakeAsyncRedis``), or build one with ``from_url``. Every trace query is
-    one read-only Redis command; aggregate queries are pipelines of read-only ones.
+    one read-only Redis command, except ``get_trace``, which reads a big trace in
+    chunks up to its limit; aggregate queries are pipelines of read-only ones.
     Queries raise ``InvalidQueryError`` for bad arguments (before any I/O),
     ``StoreUnavailableError`` when Redis cannot be reached or does not answer, and
     ``AsynctraceError`` when Redis rejects a command. Corrupt index

@@ -29,6 +29,7 @@ _MAX_FILTER_LENGTH = 1000
 
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _valid_trace_id(value: object) -> str:
@@ -97,6 +98,9 @@ def _valid_filter(value: object, name: str) -> str | None:
         raise InvalidQueryError(f"{name} must be a string")
     if len(value) > _MAX_FILTER_LENGTH:
         raise InvalidQueryError(f"{name} must be at most {_MAX_FILTER_LENGTH} characters")
+    if not value.isascii() and _SURROGATE.search(value):
+        # Stored names are valid UTF-8, so no such name exists; a key cannot hold it.
+        raise InvalidQueryError(f"{name} must be valid text (it holds undecodable bytes)")
     return value
 
 

@@ -8,6 +8,8 @@ the rest of a trace from the person debugging it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +28,14 @@ from asynctrace.store._validate import (
 )
 
 __all__ = ["TraceSummary"]
+
+# A trace list is read this many entries per LRANGE, so the loop runs between chunks.
+_READ_CHUNK = 1000
+# Stop reading a trace's chunks past this many bytes of entries (the rest is unread,
+# counted): a few writers with large limits must not make one read cost gigabytes.
+_MAX_READ_BYTES = 64 * 1024 * 1024
+# Up to this many entries are decoded on the event loop; more go to a worker thread.
+_DECODE_ON_LOOP = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,25 +71,49 @@ class _Row:
 class _TraceQueries(_StoreConnection):
     """The trace queries of ``TraceStore``."""
 
-    async def get_trace(self, trace_id: str) -> Trace | None:
+    async def get_trace(
+        self, trace_id: str, *, max_spans: int = keys.MAX_TRACE_SPANS
+    ) -> Trace | None:
         """The stored trace ``trace_id`` (32 hex digits, any case), or None if absent.
 
-        Corrupt entries, and entries that belong to another trace, are skipped and
-        counted in ``Trace.corrupt_entries``. None when the trace expired, was never
-        stored, or none of its entries decode.
+        Reads at most the first ``max_spans`` entries (1..``keys.MAX_TRACE_SPANS``),
+        and at most about ``_MAX_READ_BYTES`` of them, a chunk at a time; the entries
+        left unread are counted in ``Trace.unread_entries`` (``Trace.is_truncated``),
+        so time and memory stay bounded however big the list grew. Corrupt entries,
+        and entries that belong to another trace, are skipped and counted in
+        ``Trace.corrupt_entries``. None when the trace expired, was never stored, or
+        none of its entries decode. A key that is not a list is refused by Redis
+        (``AsynctraceError``, WRONGTYPE).
         """
         trace_id = _valid_trace_id(trace_id)
+        max_spans = _valid_max_spans(max_spans)
         key = keys.trace_key(trace_id, prefix=self._prefix)
-        raw = await self._read("LRANGE", lambda: self._client.lrange(key, 0, -1))
-        if not raw:
+        first = min(max_spans, _READ_CHUNK)
+        length, raw = await self._pipelined([("LLEN", key), ("LRANGE", key, "0", str(first - 1))])
+        if not raw or not isinstance(raw, list):
             return None
-        spans, corrupt = spans_of(raw)
-        # An entry of another trace in this list is as wrong as undecodable JSON.
-        own = [span for span in spans if span.trace_id == trace_id]
-        corrupt += len(spans) - len(own)
-        if not own:
-            return None
-        return Trace.from_spans(own, corrupt_entries=corrupt)
+        entries: list[object] = []
+        size = 0
+        while True:
+            for entry in raw:
+                entries.append(entry)
+                size += len(entry) if isinstance(entry, str | bytes) else 1
+            if size >= _MAX_READ_BYTES or len(raw) < _READ_CHUNK or len(entries) >= max_spans:
+                break
+            start = len(entries)
+            end = min(max_spans, start + _READ_CHUNK) - 1
+            raw = await self._read(
+                "LRANGE", functools.partial(self._client.lrange, key, start, end)
+            )
+            if not raw:
+                break
+        # LLEN and the chunks are not one snapshot: the list may have grown since.
+        unread = max(0, (length if isinstance(length, int) else 0) - len(entries))
+        if len(entries) > _DECODE_ON_LOOP:
+            # Decoding and arranging thousands of spans takes long enough to stall
+            # every other request of a dashboard: a worker thread does it.
+            return await asyncio.to_thread(_trace_of, trace_id, entries, unread)
+        return _trace_of(trace_id, entries, unread)
 
     async def slow_traces(self, limit: int = 20) -> list[tuple[str, float]]:
         """``(trace_id, duration_ms)`` of the slowest traces kept, slowest first.
@@ -212,6 +246,26 @@ class _TraceQueries(_StoreConnection):
             except SpanDecodeError:
                 self._skipped_index_entries += 1
         return _group(entries)
+
+
+def _trace_of(trace_id: str, entries: Sequence[object], unread: int) -> Trace | None:
+    spans, corrupt = spans_of(entries)
+    # An entry of another trace in this list is as wrong as undecodable JSON.
+    own = [span for span in spans if span.trace_id == trace_id]
+    corrupt += len(spans) - len(own)
+    if not own:
+        return None
+    return Trace.from_spans(own, corrupt_entries=corrupt, unread_entries=unread)
+
+
+def _valid_max_spans(value: object) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= keys.MAX_TRACE_SPANS
+    ):
+        raise InvalidQueryError(f"max_spans must be an integer from 1 to {keys.MAX_TRACE_SPANS}")
+    return value
 
 
 def _group(entries: Iterable[IndexEntry]) -> list[_Row]:

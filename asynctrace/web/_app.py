@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -262,9 +263,16 @@ async def _traces_page(request: web.Request) -> web.StreamResponse:
 
 async def _trace_page(request: web.Request) -> web.StreamResponse:
     trace, similar = await _trace_with_similar(request)
-    view = trace_view(trace, similar)
-    context = {"view": view, "trace": view.trace, "data": view.page_data()}
-    return aiohttp_jinja2.render_template("trace.html", request, context)
+
+    def render() -> str:
+        view = trace_view(trace, similar)
+        context = {"view": view, "trace": view.trace, "data": view.page_data()}
+        return aiohttp_jinja2.render_string("trace.html", request, context)
+
+    # Analysing and drawing thousands of spans is CPU work: a worker thread does it,
+    # so the loop keeps answering other requests (/api/health) meanwhile.
+    text = await asyncio.to_thread(render)
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
 
 
 # -- aggregates: stats, patterns, map --------------------------------------------------
@@ -412,7 +420,12 @@ async def _api_search(request: web.Request) -> web.StreamResponse:
 
 async def _api_trace(request: web.Request) -> web.StreamResponse:
     trace, similar = await _trace_with_similar(request)
-    return web.json_response(trace_report(trace, similar=similar))
+
+    def report() -> str:
+        return json.dumps(trace_report(trace, similar=similar))
+
+    # As _trace_page: the analysis and its JSON run off the loop.
+    return web.json_response(text=await asyncio.to_thread(report))
 
 
 # -- static files --------------------------------------------------------------------

@@ -10,11 +10,13 @@ read the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from asynctrace.analysis import error_chain
+from asynctrace.errors import AsynctraceError, StoreUnavailableError
 from asynctrace.model import Trace
 from asynctrace.store import TraceStore, TraceSummary
 
@@ -27,6 +29,10 @@ _CONCURRENT_READS = 8
 _INDEX_ROWS = 1000
 _SIMILAR_SEARCH_ROWS = 200
 _MAX_FILTER_LENGTH = 1000  # TraceStore.search's limit on a filter string
+# Traces read only to describe a listing row or to compare with are read this far:
+# enough for a summary or typical totals, and 50 of them stay small.
+_SUMMARY_MAX_SPANS = 1000
+_SIMILAR_MAX_SPANS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +78,7 @@ async def list_traces(
         wanted.sort(key=lambda trace_id: -_start_of(indexed.get(trace_id)))
     chosen = wanted[:limit]
     missing = [trace_id for trace_id in chosen if trace_id not in indexed]
-    traces = await _bounded(store.get_trace, missing)
+    traces = await _bounded(_summary_trace(store), missing)
     found = dict(indexed)
     expired: list[str] = []
     for trace_id, trace in zip(missing, traces, strict=True):
@@ -105,7 +111,28 @@ async def similar_traces(store: TraceStore, trace: Trace, *, limit: int) -> list
         and row.service == root.service
         and row.operation == root.operation
     ][:limit]
-    return [other for other in await _bounded(store.get_trace, ids) if other is not None]
+    found = await _bounded(_similar_trace(store), ids)
+    # A similar trace over the limit was only partly read: its totals would mislead.
+    return [other for other in found if other is not None and not other.is_truncated]
+
+
+def _summary_trace(store: TraceStore) -> Callable[[str], Awaitable[Trace | None]]:
+    return functools.partial(_read_alone, store, max_spans=_SUMMARY_MAX_SPANS)
+
+
+def _similar_trace(store: TraceStore) -> Callable[[str], Awaitable[Trace | None]]:
+    return functools.partial(_read_alone, store, max_spans=_SIMILAR_MAX_SPANS)
+
+
+async def _read_alone(store: TraceStore, trace_id: str, *, max_spans: int) -> Trace | None:
+    """A trace read for another page's sake: one that Redis refuses (a key of the
+    wrong type) costs only itself, as if expired. Redis being away still fails."""
+    try:
+        return await store.get_trace(trace_id, max_spans=max_spans)
+    except StoreUnavailableError:
+        raise
+    except AsynctraceError:
+        return None
 
 
 def _start_of(row: TraceSummary | None) -> float:
