@@ -35,13 +35,18 @@ _DECISIONS_KEPT = 4096
 
 
 class _Held:
-    """The spans of one trace waiting for a local root, and when the first came."""
+    """The spans of one trace waiting for a local root, by parent span id, and when
+    the first came."""
 
-    __slots__ = ("since", "spans")
+    __slots__ = ("by_parent", "count", "since")
 
     def __init__(self, since: float) -> None:
         self.since = since
-        self.spans: list[Span] = []
+        self.by_parent: dict[str | None, list[Span]] = {}
+        self.count = 0
+
+    def spans(self) -> list[Span]:
+        return [span for children in self.by_parent.values() for span in children]
 
 
 class TailBuffer:
@@ -91,14 +96,17 @@ class TailBuffer:
         """Take an ended span of an unsampled trace. O(1) unless it is a local root
         (then O(spans held for its trace)); never blocks, never raises."""
         trace_id = span.trace_id
-        out: list[tuple[Span, str | None]] = []
+        spans: list[Span] = []
+        reason: str | None = None
+        evicted: list[tuple[Span, str | None]] | None = None
         with self._lock:
             held = self._held.get(trace_id)
             if span.is_local_root:
-                spans = [span]
-                if held is not None:
-                    spans += self._take_subtree(held, span.span_id)
-                    if not held.spans:
+                if held is None:
+                    spans = [span]
+                else:
+                    spans = [span, *self._take_subtree(held, span.span_id)]
+                    if not held.count:
                         del self._held[trace_id]
                 reason = self._verdict(span, spans)
                 decided = self._decided
@@ -109,22 +117,36 @@ class TailBuffer:
                         del decided[next(iter(decided))]
                 for member in spans:
                     verdicts[member.span_id] = reason
-                out = [(member, reason) for member in spans]
+                if reason is not None:
+                    self.kept += len(spans)
             elif (
-                (verdicts := self._decided.get(trace_id)) is not None
+                held is None
+                and (verdicts := self._decided.get(trace_id)) is not None
                 and span.parent_span_id in verdicts
             ):
                 # Its local root was decided already (a task it left running).
                 reason = verdicts[span.span_id] = verdicts[span.parent_span_id]
-                out = [(span, reason)]
+                spans = [span]
+                if reason is not None:
+                    self.kept += 1
             else:
                 if held is None:
                     held = self._held[trace_id] = _Held(self._clock())
-                held.spans.append(span)
+                children = held.by_parent.get(span.parent_span_id)
+                if children is None:
+                    held.by_parent[span.parent_span_id] = [span]
+                else:
+                    children.append(span)
+                held.count += 1
                 self._size += 1
-                out = self._evict()
-            self.kept += sum(1 for _, reason in out if reason is not None)
-        self._hand_on(out)
+                evicted = self._evict()
+                if not evicted:
+                    return
+                self.kept += sum(1 for _, verdict in evicted if verdict is not None)
+        if evicted is not None:
+            self._hand_on(evicted)
+        else:
+            self._hand_on_all(spans, reason)
 
     def release_all(self) -> None:
         """Let every held trace go undecided (at shutdown): errors kept, rest not."""
@@ -132,7 +154,7 @@ class TailBuffer:
             out = [
                 (span, "error" if span.status == "error" else None)
                 for held in self._held.values()
-                for span in held.spans
+                for span in held.spans()
             ]
             self.overflow += len(out)
             self.kept += sum(1 for _, reason in out if reason is not None)
@@ -142,30 +164,22 @@ class TailBuffer:
 
     def _take_subtree(self, held: _Held, root_id: str) -> list[Span]:
         """Remove and return the held spans below ``root_id`` (by parent links)."""
-        by_id = {span.span_id: span for span in held.spans}
-        below: dict[str, bool] = {root_id: True}
-
-        def is_below(span_id: str) -> bool:
-            chain = []
-            current: str | None = span_id
-            while current is not None and current not in below:
-                chain.append(current)
-                parent = by_id.get(current)
-                current = parent.parent_span_id if parent is not None else None
-            answer = current is not None and below[current]
-            for link in chain:
-                below[link] = answer
-            return answer
-
-        taken = [span for span in held.spans if is_below(span.span_id)]
-        if taken:
-            held.spans = [span for span in held.spans if not below.get(span.span_id)]
-            self._size -= len(taken)
+        by_parent = held.by_parent
+        taken: list[Span] = []
+        parents = [root_id]
+        while parents:
+            children = by_parent.pop(parents.pop(), None)
+            if children is not None:
+                taken += children
+                parents += [child.span_id for child in children]
+        held.count -= len(taken)
+        self._size -= len(taken)
         return taken
 
     def _verdict(self, root: Span, spans: list[Span]) -> str | None:
-        if any(span.status == "error" for span in spans):
-            return "error"
+        for span in spans:
+            if span.status == "error":
+                return "error"
         if root.duration > self._threshold:
             return "slow"
         return None
@@ -175,8 +189,6 @@ class TailBuffer:
         over age (called with the lock held)."""
         out: list[tuple[Span, str | None]] = []
         held_traces = self._held
-        if not held_traces:
-            return out
         oldest_allowed = self._clock() - self._max_age_s
         while held_traces:
             trace_id = next(iter(held_traces))
@@ -184,10 +196,18 @@ class TailBuffer:
             if self._size <= self._max_spans and oldest.since >= oldest_allowed:
                 break
             del held_traces[trace_id]
-            self._size -= len(oldest.spans)
-            self.overflow += len(oldest.spans)
-            out += [(span, "error" if span.status == "error" else None) for span in oldest.spans]
+            self._size -= oldest.count
+            self.overflow += oldest.count
+            out += [(span, "error" if span.status == "error" else None) for span in oldest.spans()]
         return out
+
+    def _hand_on_all(self, spans: list[Span], reason: str | None) -> None:
+        if reason is None:
+            discard = self._discard
+            for span in spans:
+                discard(span)
+        else:
+            self._hand_on([(span, reason) for span in spans])
 
     def _hand_on(self, out: list[tuple[Span, str | None]]) -> None:
         for span, reason in out:
