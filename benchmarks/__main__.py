@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import (
+    capacity,
     export_throughput,
     http_loopback,
     middleware_cost,
+    sampling,
     seed_vs_batched,
     service_chain,
     span_cost,
@@ -27,6 +29,8 @@ SCENARIOS: dict[str, Callable[[Options], ScenarioResult]] = {
     export_throughput.NAME: export_throughput.run,
     seed_vs_batched.NAME: seed_vs_batched.run,
     service_chain.NAME: service_chain.run,
+    sampling.NAME: sampling.run,
+    capacity.NAME: capacity.run,
 }
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
