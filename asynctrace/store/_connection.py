@@ -62,7 +62,7 @@ class _StoreConnection:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str = keys.DEFAULT_PREFIX,
         scan_limit: int = DEFAULT_SCAN_LIMIT,
@@ -95,8 +95,11 @@ class _StoreConnection:
     ) -> Self:
         """A store over a new client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
-        Does not connect yet. The client fails fast (2 s to connect, 5 s to answer)
-        and reconnects by itself after a Redis restart. Raises ``InvalidQueryError``
+        Does not connect yet. The URL may name any node of a Redis Cluster: the first
+        query asks it (``INFO cluster``) and, on a cluster, reads through redis-py's
+        cluster client and ``keys.py``'s cluster layout from then on. The client fails
+        fast (2 s to connect, 5 s to answer) and reconnects by itself after a Redis
+        restart. Raises ``InvalidQueryError``
         for a malformed URL; the message never contains the password.
         """
         url = _valid_url(url)

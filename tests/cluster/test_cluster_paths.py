@@ -171,3 +171,25 @@ async def test_the_dashboard_reads_a_cluster(dashboard: TestClient, cluster_url:
     assert FAILED_ID in await page.text()
     for path in ("/stats", "/map", f"/traces/{FAILED_ID}"):
         assert (await dashboard.get(path)).status == 200
+
+
+async def test_a_cluster_client_given_directly_works_for_exporter_and_store(
+    cluster_url: str,
+) -> None:
+    from asynctrace.export import RedisExporter
+
+    client = ClusterClient.from_url(cluster_url)
+    try:
+        exporter = RedisExporter(client=client)  # type: ignore[arg-type]  # any client
+        await exporter.export([*seed_trace(T0), *failed_trace(T0 + 5000)])
+        await exporter.shutdown()
+        store = TraceStore(client)
+        assert [trace_id for trace_id, _ in await store.slow_traces()] == [SEED_ID]
+        assert await store.error_traces(utc_day(T0 + 5000)) == [FAILED_ID]
+        trace = await store.get_trace(FAILED_ID)
+        assert trace is not None
+        assert len(trace.spans) == 3
+        await store.aclose()  # a given client stays open
+        assert await client.exists(keys.trace_key(SEED_ID)) == 1
+    finally:
+        await client.aclose()
