@@ -251,6 +251,8 @@ def _retire(previous: Tracer, successor: Tracer) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
+        if previous._tail is not None:
+            previous._tail.release_all()  # what it keeps joins the queue handed over
         if queue is not None:
             queue.hand_over(successor.on_end)  # no loop to flush in: pass spans on
         return

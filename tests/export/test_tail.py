@@ -209,3 +209,18 @@ def test_bad_tail_bounds_are_refused_at_setup() -> None:
         asynctrace.tracer.Tracer(tail_max_spans=-1)
     with pytest.raises(ValueError, match="max_spans"):
         TailBuffer(keep=print, discard=print, slow_threshold_ms=1.0, max_spans=0)
+
+
+def test_reconfiguring_without_a_loop_hands_on_what_the_tail_kept() -> None:
+    first, second = InMemoryExporter(), InMemoryExporter()
+    asynctrace.configure(service="orders", exporter=first, sample_rate=0.0)
+    root = asynctrace.span("job", kind="server")
+    with root:
+        with pytest.raises(KeyError):
+            with asynctrace.span("step"):
+                raise KeyError("gone")
+        tracer = asynctrace.configure(service="orders", exporter=second, sample_rate=0.0)
+        # The failed step waited for its root in the first tracer: it is kept, and
+        # goes to the new tracer's queue with the rest of the first one's.
+        assert [span.operation for span in tracer.queue.spans] == ["step"]  # type: ignore[union-attr]
+    reset_tracer()
