@@ -88,6 +88,8 @@ class ClusterRoute:
                 info = await plain.info("cluster")
             except ResponseError:
                 info = {}
+        if self._loop is loop:
+            return self._client  # a concurrent batch found out first
         client: RedisCluster | None = None
         if str(info.get("cluster_enabled", "0")) == "1":
             # Options as for the single-node client (no health-check PING; the batch
@@ -95,7 +97,7 @@ class ClusterRoute:
             client = RedisCluster.from_url(
                 self._url, socket_connect_timeout=2.0, health_check_interval=0
             )
-        await self.close()
+        # A client of an earlier loop cannot be closed from this one: it is dropped.
         self._client, self._loop = client, loop
         return client
 

@@ -176,15 +176,24 @@ class _StoreConnection:
             return
         url = self._url
         info = await self._attempt("INFO", self._cluster_info)
+        if self._knows_layout():
+            return  # a concurrent query found out first
         is_cluster = url is not None and str(info.get("cluster_enabled", "0")) == "1"
-        if is_cluster and url is not None:
-            plain = self._client
-            try:
-                self._client = RedisCluster.from_url(url, **_client_options())
-            except (ValueError, TypeError, RedisClusterException) as exc:
-                raise self._error("CLUSTER", exc) from exc
-            await plain.aclose()
-        self._is_cluster = is_cluster
+        if not (is_cluster and url is not None):
+            self._is_cluster = False
+            return
+        try:
+            cluster = RedisCluster.from_url(url, **_client_options())
+        except (ValueError, TypeError, RedisClusterException) as exc:
+            raise self._error("CLUSTER", exc) from exc
+        # Swapped before anything else awaits, so concurrent queries see one client.
+        plain, self._client = self._client, cluster
+        self._is_cluster = True
+        await plain.aclose()
+
+    def _knows_layout(self) -> bool:
+        # A method, not an inline test: mypy would keep the narrowing across the await.
+        return self._is_cluster is not None
 
     async def _cluster_info(self) -> dict[str, Any]:
         try:

@@ -193,3 +193,20 @@ async def test_a_cluster_client_given_directly_works_for_exporter_and_store(
         assert await client.exists(keys.trace_key(SEED_ID)) == 1
     finally:
         await client.aclose()
+
+
+async def test_concurrent_first_queries_agree_on_one_cluster_client(cluster_url: str) -> None:
+    import asyncio
+
+    await asyncio.to_thread(export, cluster_url, seed_trace(T0))
+    async with TraceStore.from_url(cluster_url) as store:
+        slow, recent, trace = await asyncio.gather(
+            store.slow_traces(), store.recent_traces(), store.get_trace(SEED_ID)
+        )
+        assert [trace_id for trace_id, _ in slow] == [SEED_ID]
+        assert [row.trace_id for row in recent] == [SEED_ID]
+        assert trace is not None
+        client = store._client
+        assert isinstance(client, ClusterClient)
+        await store.slow_traces()
+        assert store._client is client
