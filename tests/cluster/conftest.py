@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from tests.cluster.cluster_server import RedisCluster
+from asynctrace.testing import RedisClusterServer
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(Path(tmp_path_factory.mktemp("cluster")))
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    cluster = RedisClusterServer(Path(tmp_path_factory.mktemp("cluster")))
     try:
         cluster.start()
         yield cluster
@@ -22,7 +22,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture
-def cluster_url(redis_cluster: RedisCluster) -> str:
+def cluster_url(redis_cluster: RedisClusterServer) -> str:
     """A URL of one node of the session's cluster, every master emptied first.
 
     The node is a replica in some tests (a failover turns masters into replicas):

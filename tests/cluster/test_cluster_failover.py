@@ -8,8 +8,8 @@ import pytest
 
 import asynctrace
 from asynctrace.store import TraceStore
+from asynctrace.testing import RedisClusterServer
 from asynctrace.tracer import reset_tracer
-from tests.cluster.cluster_server import RedisCluster
 
 
 async def make_traces(count: int) -> list[str]:
@@ -28,7 +28,7 @@ async def make_traces(count: int) -> list[str]:
 
 
 async def test_export_rides_over_a_failover_and_keeps_what_was_acknowledged(
-    redis_cluster: RedisCluster, cluster_url: str
+    redis_cluster: RedisClusterServer, cluster_url: str
 ) -> None:
     tracer = asynctrace.configure(
         service="cart", redis_url=cluster_url, slow_threshold_ms=0.0, batch_size=8,
