@@ -5,19 +5,21 @@ into a real Redis at sample rate 1.0 and 0.01. Measured: Redis bytes per stored 
 and per stored trace (``MEMORY USAGE``, every element counted), per trace-index entry,
 and for one hour of one (service, operation) pair's aggregates; spans exported per
 second of exporter CPU (one core) and per second of Redis CPU; Redis commands per
-span. Then the memory and cores of a fleet of 12 services at 10, 100 and 1,000
-requests/s each, at both rates (``traffic.fleet``: memory once every key lives its
-full lifetime). The README's Capacity section and docs/capacity.md quote these.
+span; and the exporter's CPU per span into one Redis and into a local 3 + 3 Redis
+Cluster (``testing.RedisClusterServer``), side by side. Then the memory and cores of
+a fleet of 12 services at 10, 100 and 1,000 requests/s each, at both rates
+(``traffic.fleet``: memory once every key lives its full lifetime). The README's
+Capacity section and docs/capacity.md quote these.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from asynctrace.testing import RedisServer
+from asynctrace.testing import RedisClusterServer, RedisServer
 from benchmarks.options import Options
 from benchmarks.report import ScenarioResult, Table, Target
-from benchmarks.traffic import SERVICES_PER_TRACE, fleet, measure
+from benchmarks.traffic import SERVICES_PER_TRACE, export_cpu, fleet, measure
 
 __all__ = ["NAME", "run"]
 
@@ -33,6 +35,10 @@ def run(options: Options) -> ScenarioResult:
     with RedisServer() as server:
         full = measure(server.url, sample_rate=1.0, requests=requests)
         sampled = measure(server.url, sample_rate=0.01, requests=requests)
+        single_spans, single_cpu_s = export_cpu(server.url, requests=requests)
+    # The same spans into a local 3 + 3 Redis Cluster (redis-py's cluster pipeline).
+    with RedisClusterServer() as cluster:
+        cluster_spans, cluster_cpu_s = export_cpu(cluster.url, requests=requests)
     lists = full.bytes_by_class.get("trace lists", 0)
     per_span = lists / full.spans_stored
     per_trace = lists / full.traces_stored
@@ -55,6 +61,10 @@ def run(options: Options) -> ScenarioResult:
         ["Redis bytes per trace-index entry", f"{per_entry:,.0f}"],
         ["Redis bytes per (service, operation) pair and hour", f"{per_pair_hour:,.0f}"],
         ["spans/s per exporter core (100 %)", f"{spans_per_core:,.0f}"],
+        [
+            "spans/s per exporter core: one Redis, then a 3 + 3 Redis Cluster",
+            f"{single_spans / single_cpu_s:,.0f}, {cluster_spans / cluster_cpu_s:,.0f}",
+        ],
         ["spans/s per Redis core (100 %)", f"{spans_per_redis_core:,.0f}"],
         ["Redis commands per span (100 %)", f"{commands_per_span:.2f}"],
     ]
@@ -67,6 +77,8 @@ def run(options: Options) -> ScenarioResult:
         "spans_per_exporter_core": spans_per_core,
         "spans_per_redis_core": spans_per_redis_core,
         "commands_per_span": commands_per_span,
+        "spans_per_exporter_core_single": single_spans / single_cpu_s,
+        "spans_per_exporter_core_cluster": cluster_spans / cluster_cpu_s,
         "fleet": {},
     }
     for rate in RATES_PER_SERVICE:

@@ -18,6 +18,7 @@ with ``MEMORY USAGE`` (a benchmark may SCAN; asynctrace never does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "SPANS_PER_SERVICE",
     "Fleet",
     "Measured",
+    "export_cpu",
     "fleet",
     "measure",
 ]
@@ -188,6 +190,30 @@ def _redis_counters(url: str) -> tuple[float, int]:
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         int(stats["total_commands_processed"]),
     )
+
+
+def export_cpu(url: str, *, requests: int) -> tuple[int, float]:
+    """(spans exported, exporter CPU seconds) for ``requests`` sampled requests to
+    ``url`` (a single Redis or a cluster node; its data is left in place)."""
+    ids: list[str] = []
+    tracer = asynctrace.configure(
+        service="gateway",
+        redis_url=url,
+        slow_threshold_ms=SLOW_THRESHOLD_MS,
+        max_queue=requests * SERVICES_PER_TRACE * SPANS_PER_SERVICE + 1,
+    )
+    try:
+        asyncio.run(_export())  # connects (and detects a cluster) before the count
+        for request in range(requests):
+            with contextlib.suppress(_Declined):
+                _service(0, request, None, ids)
+        cpu_s = asyncio.run(_export())
+        health = tracer.stats()
+        if health.dropped or health.queued:
+            raise RuntimeError(f"the export lost spans: {health}")
+        return health.exported, cpu_s
+    finally:
+        asyncio.run(_shutdown())
 
 
 async def _export() -> float:
