@@ -3,6 +3,7 @@ where (host:port) and why, never the password."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -84,6 +85,8 @@ class _StoreConnection:
         # (``_ensure_layout``), since the URL may name any node of a cluster.
         self._url: str | None = None
         self._is_cluster: bool | None = isinstance(client, RedisCluster)
+        self._layout_lock: asyncio.Lock | None = None
+        self._layout_lock_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(
@@ -174,19 +177,26 @@ class _StoreConnection:
         layout). A node that refuses ``INFO`` is taken as a single Redis."""
         if self._is_cluster is not None:
             return
+        # One probe at a time: concurrent first queries wait for it, so the plain
+        # client is closed only when no query still uses it.
+        loop = asyncio.get_running_loop()
+        if self._layout_lock is None or self._layout_lock_loop is not loop:
+            self._layout_lock, self._layout_lock_loop = asyncio.Lock(), loop
+        async with self._layout_lock:
+            if self._knows_layout():
+                return  # a concurrent query found out first
+            await self._detect_layout()
+
+    async def _detect_layout(self) -> None:
         url = self._url
         info = await self._attempt("INFO", self._cluster_info)
-        if self._knows_layout():
-            return  # a concurrent query found out first
-        is_cluster = url is not None and str(info.get("cluster_enabled", "0")) == "1"
-        if not (is_cluster and url is not None):
+        if url is None or str(info.get("cluster_enabled", "0")) != "1":
             self._is_cluster = False
             return
         try:
             cluster = RedisCluster.from_url(url, **_client_options())
         except (ValueError, TypeError, RedisClusterException) as exc:
             raise self._error("CLUSTER", exc) from exc
-        # Swapped before anything else awaits, so concurrent queries see one client.
         plain, self._client = self._client, cluster
         self._is_cluster = True
         await plain.aclose()

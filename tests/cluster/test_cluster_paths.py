@@ -210,3 +210,35 @@ async def test_concurrent_first_queries_agree_on_one_cluster_client(cluster_url:
         assert isinstance(client, ClusterClient)
         await store.slow_traces()
         assert store._client is client
+
+
+async def test_the_map_and_the_weekly_pattern_read_a_cluster(cluster_url: str) -> None:
+    import asyncio
+
+    from asynctrace.model import Span
+
+    calls = [
+        Span.from_dict(
+            {
+                "traceId": f"{number + 1:032x}",
+                "spanId": f"{number + 1:016x}",
+                "parentSpanId": "00f067aa0ba902b7",
+                "service": "orders",
+                "operation": "GET /orders/{id}",
+                "kind": "server",
+                "startTime": T0 + number,
+                "duration": 20.0,
+                "status": "error" if number < 3 else "ok",
+                "tags": {"peer.service": "gateway"},
+                "logs": [],
+            }
+        )
+        for number in range(30)
+    ]
+    await asyncio.to_thread(export, cluster_url, calls)
+    async with TraceStore.from_url(cluster_url) as store:
+        [edge] = await store.service_map()
+        assert (edge.caller, edge.callee) == ("gateway", "orders")
+        assert (edge.stats.count, edge.stats.errors) == (30, 3)
+        pattern = await store.patterns("orders", "GET /orders/{id}", weeks=1)
+        assert sum(cell.count for cell in pattern.cells) == 30
