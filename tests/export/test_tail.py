@@ -224,3 +224,25 @@ def test_reconfiguring_without_a_loop_hands_on_what_the_tail_kept() -> None:
         # goes to the new tracer's queue with the rest of the first one's.
         assert [span.operation for span in tracer.queue.spans] == ["step"]  # type: ignore[union-attr]
     reset_tracer()
+
+
+async def test_the_tracer_keeps_a_slow_unsampled_request_whole() -> None:
+    exporter = InMemoryExporter()
+    # Every request is slower than 0 ms: each one is kept, tagged slow.
+    asynctrace.configure(
+        service="orders", exporter=exporter, sample_rate=0.0, slow_threshold_ms=0.0
+    )
+    try:
+        await request(fail=False)
+        assert await asynctrace.flush()
+        assert sorted(span.operation for span in exporter.spans) == [
+            "GET /orders",
+            "charge",
+            "load",
+        ]
+        assert {span.tags["sampling.kept"] for span in exporter.spans} == {"slow"}
+        assert all(span.is_sampled for span in exporter.spans)
+        assert asynctrace.stats().unsampled == 0
+    finally:
+        await asynctrace.shutdown()
+        reset_tracer()
