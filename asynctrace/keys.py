@@ -38,16 +38,34 @@ after their hour ends (EXPIREAT, so rewriting an hour never extends it):
 Every command touches one key. Braces in names are written as the JSON escapes
 ``\u007b``/``\u007d`` so that Redis Cluster never reads part of a name as a hash tag
 (``{id}`` in a route would otherwise pin every such key to one slot).
+
+On Redis Cluster (and only there; a single Redis keeps the layout above, which the
+seed's tools read) the keys every batch of every process writes to are split into
+``CLUSTER_SHARDS`` shards, so that no one node takes all of their writes:
+``trace:slow``, ``trace:index``, ``trace:errors:{day}`` and the hour sets
+``trace:agg:{hour}:ops``, ``:max`` and ``:edges`` become ``{key}:{{tag}}``, e.g.
+``trace:slow:{3.1}``, one key per shard. A member goes to shard
+``cluster_shard_of(member)`` (CRC-32 of its text: a trace id, an index entry, a pair),
+and each shard's hash tag puts its slot in a different eighth of the slot
+space (``cluster_shard_keys``), so the shards land on different masters of a cluster
+whose slots are spread evenly (as ``redis-cli --cluster create`` spreads them). Each
+shard of ``trace:slow`` keeps its own top ``SLOW_KEEP`` (the overall top is among
+them) and each shard of ``trace:index`` at most ``CLUSTER_INDEX_MAX_ENTRIES``;
+readers merge the shards. The per-trace list and the per-pair aggregate hashes are
+one key each and need no sharding.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from datetime import UTC, datetime
 
 __all__ = [
     "AGGREGATE_TTL_S",
+    "CLUSTER_INDEX_MAX_ENTRIES",
+    "CLUSTER_SHARDS",
     "DEFAULT_PREFIX",
     "ERRORS_TTL_S",
     "INDEX_MAX_ENTRIES",
@@ -55,12 +73,15 @@ __all__ = [
     "SLOW_KEEP",
     "TRACE_TTL_S",
     "aggregate_key",
+    "cluster_shard_keys",
+    "cluster_shard_of",
     "edge_index_key",
     "edge_key",
     "errors_key",
     "hour_of",
     "hour_start_ms",
     "index_key",
+    "is_cluster_sharded",
     "max_key",
     "operation_index_key",
     "pair_member",
@@ -82,6 +103,12 @@ MAX_TRACE_SPANS = 10_000
 AGGREGATE_TTL_S = 35 * 24 * 3600
 _HOUR_MS = 3_600_000
 _SURROGATES = re.compile("[\ud800-\udfff]")
+CLUSTER_SHARDS = 8
+# Hash tags whose slots lie in the 1st, 2nd, ... eighth of Redis Cluster's 16384 slots
+# (CRC16 of the tag, as tests/cluster/test_keys_cluster.py checks), one per shard.
+_SHARD_TAGS = ("0.1", "1.43", "2.43", "3.1", "4.42", "5.1", "6.1", "7.42")
+CLUSTER_INDEX_MAX_ENTRIES = INDEX_MAX_ENTRIES // CLUSTER_SHARDS
+_SHARDED_AGGREGATE_SETS = (":ops", ":max", ":edges")
 
 
 def trace_key(trace_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
@@ -170,3 +197,25 @@ def edge_key(hour: str, pair: str, *, prefix: str = DEFAULT_PREFIX) -> str:
 def edge_index_key(hour: str, *, prefix: str = DEFAULT_PREFIX) -> str:
     """SET of the ``pair_member`` (caller, callee) edges seen in ``hour``."""
     return f"{prefix}agg:{hour}:edges"
+
+
+def is_cluster_sharded(key: str, *, prefix: str = DEFAULT_PREFIX) -> bool:
+    """True for the keys that are split into shards on Redis Cluster (see above)."""
+    if not key.startswith(prefix):
+        return False
+    rest = key[len(prefix) :]
+    return (
+        rest in ("slow", "index")
+        or rest.startswith("errors:")
+        or (rest.startswith("agg:") and rest.endswith(_SHARDED_AGGREGATE_SETS))
+    )
+
+
+def cluster_shard_of(member: str) -> int:
+    """The shard (0..``CLUSTER_SHARDS`` - 1) a member of a sharded key goes to."""
+    return zlib.crc32(member.encode("utf-8", "surrogatepass")) % CLUSTER_SHARDS
+
+
+def cluster_shard_keys(key: str) -> tuple[str, ...]:
+    """The Redis Cluster shards of a sharded ``key``, shard 0 first."""
+    return tuple(f"{key}:{{{tag}}}" for tag in _SHARD_TAGS)

@@ -18,6 +18,7 @@ from asynctrace import context, keys
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.export import ExportQueue, ExportStats, RedisExporter, SpanExporter
 from asynctrace.export.fanout import ExportQueues
+from asynctrace.export.tail import KEPT_TAG, TailBuffer
 from asynctrace.model import DEFAULT_LIMITS, Limits, Span
 
 __all__ = [
@@ -37,12 +38,19 @@ logger = logging.getLogger("asynctrace")
 class Tracer:
     """The process's tracing settings and its export path.
 
-    Spans of unsampled traces are not stored as traces, except error spans (tagged
-    ``sampling.kept=error``); they are counted as ``unsampled``, not as dropped. The
-    aggregates still count every request: when the exporter takes them
-    (``accepts_unsampled``, as ``RedisExporter`` does), an unsampled local-root or
-    server span is queued for the aggregates only and counted in ``aggregate_only``
-    as well (it then also shows in ``exported`` or ``dropped``, like any queued span).
+    Spans of unsampled traces are not stored as traces unless local tail sampling
+    keeps them (``export/tail.py``): they wait in the process until their local root
+    ends, and its whole subtree is kept, tagged ``sampling.kept=error`` or ``=slow``,
+    when a span in it failed or the local root took longer than
+    ``slow_threshold_ms``. At most ``tail_max_spans`` spans wait, each at most
+    ``tail_max_age_s``; a trace pushed out earlier keeps only its error spans
+    (counted in ``tail_overflow``). ``tail_max_spans=0`` turns tail sampling off:
+    then only error spans of unsampled traces are kept, one by one. Spans not kept are
+    counted as ``unsampled``, not as dropped. The aggregates still count every
+    request: when the exporter takes them (``accepts_unsampled``, as
+    ``RedisExporter`` does), an unsampled local-root or server span is queued for the
+    aggregates only and counted in ``aggregate_only`` as well (it then also shows in
+    ``exported`` or ``dropped``, like any queued span).
 
     ``exporter`` may be a list of exporters (say ``RedisExporter`` and
     ``OTLPExporter``): each gets its own queue (``export.fanout.ExportQueues``), so a
@@ -64,9 +72,13 @@ class Tracer:
         max_queue: int = 20_000,
         batch_size: int = 256,
         max_delay_s: float = 0.2,
+        tail_max_spans: int = 10_000,
+        tail_max_age_s: float = 60.0,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError("sample_rate must be between 0.0 and 1.0")
+        if tail_max_spans < 0 or not tail_max_age_s > 0:
+            raise ValueError("tail_max_spans must be >= 0 and tail_max_age_s above 0")
         self.service = (
             service
             or os.environ.get("ASYNCTRACE_SERVICE")
@@ -119,6 +131,16 @@ class Tracer:
             self.queue.append if self.queue is not None else self._warn_unexported
         )
         self.on_unsampled_end: Callable[[Span], None] = self._on_unsampled_end
+        self._tail: TailBuffer | None = None
+        if self.queue is not None and tail_max_spans > 0:
+            self._tail = TailBuffer(
+                keep=self.queue.append,
+                discard=self._not_kept,
+                slow_threshold_ms=slow_threshold_ms,
+                max_spans=tail_max_spans,
+                max_age_s=tail_max_age_s,
+            )
+            self.on_unsampled_end = self._tail.add
 
     def should_sample(self) -> bool:
         """Head sampling for a new trace: keep it with probability ``sample_rate``."""
@@ -134,11 +156,15 @@ class Tracer:
             )
 
     def _on_unsampled_end(self, span: Span) -> None:
+        """Without tail sampling: keep an error span alone, count the rest."""
         if span.status == "error" and self.queue is not None:
             # Errors are always kept, even when their trace was not sampled.
-            span.tags["sampling.kept"] = "error"
+            span.tags[KEPT_TAG] = "error"
             self.queue.append(span)
             return
+        self._not_kept(span)
+
+    def _not_kept(self, span: Span) -> None:
         self._unsampled += 1
         if (
             self._is_aggregating
@@ -167,20 +193,29 @@ class Tracer:
         return await self.queue.flush(timeout_s)
 
     async def shutdown(self, timeout_s: float = 5.0) -> bool:
-        """Flush within ``timeout_s``, then stop exporting. True when nothing was lost."""
+        """Flush within ``timeout_s``, then stop exporting. True when nothing was lost.
+
+        Spans still waiting for their local root's verdict go undecided first: their
+        errors are exported, the rest counted as unsampled."""
         if self.queue is None:
             return True
+        if self._tail is not None:
+            self._tail.release_all()
         return await self.queue.shutdown(timeout_s)
 
     def stats(self) -> ExportStats:
         """Export health: queued, exported, dropped, failed batches, last error."""
         if self.queue is None:
             return ExportStats(0, 0, 0, 0, None, unsampled=self._unsampled)
+        tail = self._tail
         return replace(
             self.queue.stats(),
             unsampled=self._unsampled,
             aggregate_only=self._aggregate_only,
             over_trace_limit=_over_trace_limit(self.exporter),
+            tail_kept=tail.kept if tail is not None else 0,
+            tail_held=tail.held if tail is not None else 0,
+            tail_overflow=tail.overflow if tail is not None else 0,
         )
 
 
@@ -207,6 +242,8 @@ class TracerOptions(TypedDict, total=False):
     max_queue: int
     batch_size: int
     max_delay_s: float
+    tail_max_spans: int
+    tail_max_age_s: float
 
 
 def configure(
@@ -240,6 +277,8 @@ def _retire(previous: Tracer, successor: Tracer) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
+        if previous._tail is not None:
+            previous._tail.release_all()  # what it keeps joins the queue handed over
         if queue is not None:
             queue.hand_over(successor.on_end)  # no loop to flush in: pass spans on
         return

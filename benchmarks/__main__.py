@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import (
+    capacity,
     export_throughput,
     http_loopback,
     integration_cost,
     middleware_cost,
     patterns,
+    sampling,
     seed_vs_batched,
     service_chain,
     span_cost,
@@ -31,6 +33,8 @@ SCENARIOS: dict[str, Callable[[Options], ScenarioResult]] = {
     seed_vs_batched.NAME: seed_vs_batched.run,
     service_chain.NAME: service_chain.run,
     integration_cost.NAME: integration_cost.run,
+    sampling.NAME: sampling.run,
+    capacity.NAME: capacity.run,
     # The simulation runs for minutes: last.
     patterns.NAME: patterns.run,
 }

@@ -36,7 +36,7 @@ from benchmarks.rounds import Summary, interleaved_async, median_difference
 __all__ = ["NAME", "run"]
 
 NAME = "integrations"
-TITLE = "7. integration cost in-process vs OpenTelemetry (CPU us per operation, median (p25-p75))"
+TITLE = "7. Integration cost in-process vs OpenTelemetry (CPU us per operation, median (p25-p75))"
 
 Sample = Callable[[], Awaitable[float]]
 

@@ -40,7 +40,7 @@ from benchmarks.report import ScenarioResult, Table, Target
 __all__ = ["NAME", "run"]
 
 NAME = "patterns"
-TITLE = "8. Weekly patterns: detection of weekly spikes and false alarms (seeded simulation)"
+TITLE = "10. Weekly patterns: detection of weekly spikes and false alarms (seeded simulation)"
 SEED = 20261205
 WEEKS = 4
 LEVELS = (1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0)

@@ -94,15 +94,18 @@ async def test_unsampled_requests_still_count_and_calls_make_an_edge(
         (edge.caller, edge.callee, edge.stats.count, edge.stats.errors) for edge in edges
     ]
     assert (caller, callee, calls, errors) == ("front", "back", 6, 1)
-    # Only the failed request's error spans are stored as traces (sampling.kept=error).
+    # Only the failed request is stored as a trace: each service's whole local
+    # subtree of it (tail sampling, sampling.kept=error), as the client span saw the
+    # 500 too.
     assert {row.status for row in stored} == {"error"}
     assert failed is not None
-    # The client span saw the 500 too, so both error spans of that trace were kept.
-    (back,) = [span for span in failed.spans if span.kind == "server"]
-    assert back.tags["sampling.kept"] == "error"
+    assert {span.service for span in failed.spans} == {"front", "back"}
+    assert {span.tags["sampling.kept"] for span in failed.spans} == {"error"}
+    (back,) = [span for span in failed.spans if span.service == "back"]
     assert back.tags["peer.service"] == "front"
     stats = live.stats()
-    assert stats.aggregate_only == 2 * 5 + 1  # ok local roots and server spans
+    assert stats.aggregate_only == 2 * 5  # the ok requests' local roots and server spans
+    assert stats.tail_kept == len(failed.spans)
     assert stats.dropped == 0
 
 

@@ -36,7 +36,11 @@ class ExportStats:
     ok spans of unsampled traces, not stored as traces by design and not counted as
     dropped; ``aggregate_only``: those of them queued to count in the per-hour
     aggregates only (local-root and server spans), which also count in ``exported``
-    or ``dropped`` like every queued span.
+    or ``dropped`` like every queued span. Local tail sampling: ``tail_kept``: spans
+    of unsampled traces kept because their local subtree failed or was slow (queued
+    like sampled spans); ``tail_held``: spans waiting for their local root now;
+    ``tail_overflow``: spans that left the wait before their local root ended (the
+    bound of spans or of age), whose errors were kept and the rest not.
     """
 
     queued: int
@@ -50,3 +54,6 @@ class ExportStats:
     # Spans the exporter left out of their trace's list because the trace was full
     # (keys.MAX_TRACE_SPANS); the queue counts them as exported, the aggregates too.
     over_trace_limit: int = 0
+    tail_kept: int = 0
+    tail_held: int = 0
+    tail_overflow: int = 0

@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asynctrace import keys
 from asynctrace._ratelimit import report_internal_error
+from asynctrace.export import _cluster
 from asynctrace.export._trace_cap import TraceSpanCap
 from asynctrace.export.aggregates import aggregate_commands
 from asynctrace.model import Span, encode_indexed_span, encode_span, utc_day
@@ -147,6 +148,8 @@ class RedisExporter:
         self._given_client = client
         self._client: aioredis.Redis | None = client
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        # Redis Cluster (export/_cluster.py): detected on the first batch of a loop.
+        self._cluster_route = _cluster.ClusterRoute(redis_url, given=client)
 
     @property
     def spans_over_trace_limit(self) -> int:
@@ -181,7 +184,18 @@ class RedisExporter:
             return
         client = self._client_here()
         try:
-            if _speaks_packed_resp(client):
+            # -- Redis Cluster hook: its own transport and key layout (export/_cluster.py).
+            cluster = await self._cluster_route.cluster_for(client, self.timeout_s)
+            if cluster is not None:
+                failures, count = await _cluster.write_batch(
+                    cluster,
+                    self._fill,
+                    spans,
+                    trace_ttl_s=self.trace_ttl_s,
+                    prefix=self.prefix,
+                    timeout_s=self.timeout_s,
+                )
+            elif _speaks_packed_resp(client):
                 packed = _PackedCommands(self.trace_ttl_s)
                 slices = self._fill(packed, spans)
                 failures = await _write_packed(
@@ -303,6 +317,7 @@ class RedisExporter:
 
     async def shutdown(self) -> None:
         """Close the connection pool this exporter made (a given client stays open)."""
+        await self._cluster_route.close()
         client, self._client = self._client, None
         if client is not None and self._given_client is None:
             loop = asyncio.get_running_loop()

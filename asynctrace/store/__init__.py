@@ -38,7 +38,8 @@ class TraceStore(_TraceQueries, _AggregateQueries):
     and over the per-hour aggregates (stats, weekly patterns, the service map).
 
     Give it any client with the ``redis.asyncio`` command API (``redis.asyncio.Redis``,
-    ``fakeredis.FakeAsyncRedis``), or build one with ``from_url``. Every trace query is
+    ``fakeredis.FakeAsyncRedis``, ``redis.asyncio.cluster.RedisCluster``), or build one
+    with ``from_url`` (which detects a Redis Cluster by itself). Every trace query is
     one read-only Redis command, except ``get_trace``, which reads a big trace in
     chunks up to its limit; aggregate queries are pipelines of read-only ones.
     Queries raise ``InvalidQueryError`` for bad arguments (before any I/O),

@@ -3,6 +3,7 @@ where (host:port) and why, never the password."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -10,10 +11,11 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asynctrace import keys
@@ -46,8 +48,14 @@ def _client_options() -> dict[str, Any]:
 
 
 # Errors meaning "Redis is not there right now", as opposed to "Redis said no".
-# builtins.TimeoutError (= asyncio.TimeoutError) is an OSError.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+# builtins.TimeoutError (= asyncio.TimeoutError) is an OSError. A cluster client
+# raises RedisClusterException when no node answers (or a slot has no node).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    RedisClusterException,
+)
 
 
 class _StoreConnection:
@@ -55,7 +63,7 @@ class _StoreConnection:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str = keys.DEFAULT_PREFIX,
         scan_limit: int = DEFAULT_SCAN_LIMIT,
@@ -68,11 +76,17 @@ class _StoreConnection:
                 read at most; grouping and filtering happen within that window.
                 Raises ``ValueError`` outside 1..``keys.INDEX_MAX_ENTRIES``.
         """
-        self._client = client
+        self._client: aioredis.Redis | RedisCluster = client
         self._prefix = prefix
         self._scan_limit = _valid_scan_limit(scan_limit)
         self._owns_client = False
         self._skipped_index_entries = 0
+        # Redis Cluster: known for a given client; for a URL, asked on the first query
+        # (``_ensure_layout``), since the URL may name any node of a cluster.
+        self._url: str | None = None
+        self._is_cluster: bool | None = isinstance(client, RedisCluster)
+        self._layout_lock: asyncio.Lock | None = None
+        self._layout_lock_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(
@@ -84,8 +98,11 @@ class _StoreConnection:
     ) -> Self:
         """A store over a new client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
-        Does not connect yet. The client fails fast (2 s to connect, 5 s to answer)
-        and reconnects by itself after a Redis restart. Raises ``InvalidQueryError``
+        Does not connect yet. The URL may name any node of a Redis Cluster: the first
+        query asks it (``INFO cluster``) and, on a cluster, reads through redis-py's
+        cluster client and ``keys.py``'s cluster layout from then on. The client fails
+        fast (2 s to connect, 5 s to answer) and reconnects by itself after a Redis
+        restart. Raises ``InvalidQueryError``
         for a malformed URL; the message never contains the password.
         """
         url = _valid_url(url)
@@ -96,6 +113,8 @@ class _StoreConnection:
             raise InvalidQueryError(f"invalid Redis URL {_redacted(url)}: {reason}") from None
         store = cls(client, prefix=prefix, scan_limit=scan_limit)
         store._owns_client = True
+        store._url = url
+        store._is_cluster = None
         return store
 
     @property
@@ -152,7 +171,79 @@ class _StoreConnection:
         self._skipped_index_entries += 1
         return None
 
+    async def _ensure_layout(self) -> None:
+        """Find out, once, whether the URL's node belongs to a Redis Cluster; if so,
+        read through redis-py's cluster client from now on (``keys.py``'s cluster
+        layout). A node that refuses ``INFO`` is taken as a single Redis."""
+        if self._is_cluster is not None:
+            return
+        # One probe at a time: concurrent first queries wait for it, so the plain
+        # client is closed only when no query still uses it.
+        loop = asyncio.get_running_loop()
+        if self._layout_lock is None or self._layout_lock_loop is not loop:
+            self._layout_lock, self._layout_lock_loop = asyncio.Lock(), loop
+        async with self._layout_lock:
+            if self._knows_layout():
+                return  # a concurrent query found out first
+            await self._detect_layout()
+
+    async def _detect_layout(self) -> None:
+        url = self._url
+        info = await self._attempt("INFO", self._cluster_info)
+        if url is None or str(info.get("cluster_enabled", "0")) != "1":
+            self._is_cluster = False
+            return
+        try:
+            cluster = RedisCluster.from_url(url, **_client_options())
+        except (ValueError, TypeError, RedisClusterException) as exc:
+            raise self._error("CLUSTER", exc) from exc
+        plain, self._client = self._client, cluster
+        self._is_cluster = True
+        await plain.aclose()
+
+    def _knows_layout(self) -> bool:
+        # A method, not an inline test: mypy would keep the narrowing across the await.
+        return self._is_cluster is not None
+
+    async def _cluster_info(self) -> dict[str, Any]:
+        try:
+            return dict(await self._client.info("cluster"))
+        except ResponseError:
+            return {}
+
+    def _stored_keys(self, key: str) -> tuple[str, ...]:
+        """The keys ``key`` is stored under: itself, or its shards on Redis Cluster
+        (after ``_ensure_layout``)."""
+        if self._is_cluster and keys.is_cluster_sharded(key, prefix=self._prefix):
+            return keys.cluster_shard_keys(key)
+        return (key,)
+
+    async def _across_shards(
+        self, command: str, key: str, queue: Callable[[Any, str], object]
+    ) -> list[Any]:
+        """One reply per key ``key`` is stored under, in shard order: ``queue(pipe,
+        stored_key)`` adds each one's command to a pipeline (one round trip per node)."""
+        await self._ensure_layout()
+        stored = self._stored_keys(key)
+
+        async def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            try:
+                for stored_key in stored:
+                    queue(pipe, stored_key)
+                return list(await pipe.execute())
+            finally:
+                await pipe.reset()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+        return await self._read(command, run)
+
     async def _read(self, command: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one read command (after ``_ensure_layout``), translating redis-py
+        failures into asynctrace's errors."""
+        await self._ensure_layout()
+        return await self._attempt(command, call)
+
+    async def _attempt(self, command: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run one read command, translating redis-py failures into asynctrace's errors.
 
         A pooled connection that Redis dropped (it restarted) fails its next command
@@ -166,11 +257,11 @@ class _StoreConnection:
         except RedisConnectionError as exc:
             if type(exc) is not RedisConnectionError:  # auth, loading, pool full: final
                 raise self._error(command, exc) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RedisClusterException) as exc:
             raise self._error(command, exc) from exc
         try:
             return await call()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RedisClusterException) as exc:
             raise self._error(command, exc) from exc
 
     def _error(self, command: str, exc: BaseException) -> AsynctraceError:
@@ -184,6 +275,11 @@ class _StoreConnection:
     def _connection_kwargs(self) -> dict[str, Any]:
         pool = getattr(self._client, "connection_pool", None)
         kwargs = getattr(pool, "connection_kwargs", None)
+        if isinstance(self._client, RedisCluster):
+            kwargs = dict(self._client.connection_kwargs)
+            node = self._client.get_default_node()
+            if node is not None:
+                kwargs.update(host=node.host, port=node.port)
         return kwargs if isinstance(kwargs, dict) else {}
 
     def _where(self) -> str:

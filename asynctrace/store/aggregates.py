@@ -313,11 +313,16 @@ class _AggregateQueries(_StoreConnection):
         """
         start, end = _period(since, until, now, default_ms=_DAY_MS)
         hours = _hours(start, end)
-        indexes = await self._pipelined(
-            [("SMEMBERS", keys.edge_index_key(hour, prefix=self._prefix)) for hour in hours]
-        )
+        await self._ensure_layout()
+        # Each hour's edge set, or its shards on Redis Cluster.
+        sources = [
+            (hour, stored)
+            for hour in hours
+            for stored in self._stored_keys(keys.edge_index_key(hour, prefix=self._prefix))
+        ]
+        indexes = await self._pipelined([("SMEMBERS", stored) for _, stored in sources])
         wanted: list[tuple[str, str]] = []
-        for hour, members in zip(hours, indexes, strict=True):
+        for (hour, _), members in zip(sources, indexes, strict=True):
             wanted.extend((hour, _text(member)) for member in members or ())
         _check_bounded(len(wanted))
         replies = await self._pipelined(
@@ -343,22 +348,30 @@ class _AggregateQueries(_StoreConnection):
     ) -> dict[tuple[str, str], _Total]:
         """Every (service, operation) of ``hours`` with its summed counts and maximum."""
         prefix = self._prefix
-        commands: list[tuple[str, ...]] = []
+        await self._ensure_layout()
+        # Each hour's pair set and maxima, or their shards on Redis Cluster.
+        sets: list[tuple[str, ...]] = []
+        tops: list[tuple[str, ...]] = []
+        set_hours: list[str] = []
         for hour in hours:
-            commands.append(("SMEMBERS", keys.operation_index_key(hour, prefix=prefix)))
-            commands.append(("ZRANGE", keys.max_key(hour, prefix=prefix), "0", "-1", "WITHSCORES"))
-        replies = await self._pipelined(commands)
+            for stored in self._stored_keys(keys.operation_index_key(hour, prefix=prefix)):
+                sets.append(("SMEMBERS", stored))
+                set_hours.append(hour)
+            for stored in self._stored_keys(keys.max_key(hour, prefix=prefix)):
+                tops.append(("ZRANGE", stored, "0", "-1", "WITHSCORES"))
+        replies = await self._pipelined(sets + tops)
         wanted: list[tuple[str, str, tuple[str, str]]] = []
         maxima: dict[tuple[str, str], float] = {}
-        for index, hour in enumerate(hours):
-            for member in replies[2 * index] or ():
+        for hour, members in zip(set_hours, replies[: len(sets)], strict=True):
+            for member in members or ():
                 text = _text(member)
                 pair = keys.parse_pair_member(text)
                 if pair is None:
                     self._skipped_index_entries += 1
                 elif service is None or pair[0] == service:
                     wanted.append((hour, text, pair))
-            for member, score in _score_pairs(replies[2 * index + 1]):
+        for reply in replies[len(sets) :]:
+            for member, score in _score_pairs(reply):
                 pair = keys.parse_pair_member(member)
                 if pair is not None:
                     maxima[pair] = max(score, maxima.get(pair, 0.0))

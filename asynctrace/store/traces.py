@@ -122,18 +122,24 @@ class _TraceQueries(_StoreConnection):
         """
         limit = _valid_limit(limit)
         slow = keys.slow_key(prefix=self._prefix)
-        rows = await self._read(
-            "ZREVRANGE", lambda: self._client.zrevrange(slow, 0, limit - 1, withscores=True)
+        # One ZSET, or its shards on Redis Cluster (each holds its own top 100, so
+        # the overall top is among their tops).
+        replies = await self._across_shards(
+            "ZREVRANGE", slow, lambda pipe, key: pipe.zrevrange(key, 0, limit - 1, withscores=True)
         )
         result: list[tuple[str, float]] = []
-        for row in rows:
-            # (member, score) pairs; a list under RESP3, a tuple under RESP2.
-            if not isinstance(row, tuple | list) or len(row) != 2:
-                self._skipped_index_entries += 1
-                continue
-            trace_id = self._trace_id_member(row[0])
-            if trace_id is not None:
-                result.append((trace_id, float(row[1])))
+        for rows in replies:
+            for row in rows:
+                # (member, score) pairs; a list under RESP3, a tuple under RESP2.
+                if not isinstance(row, tuple | list) or len(row) != 2:
+                    self._skipped_index_entries += 1
+                    continue
+                trace_id = self._trace_id_member(row[0])
+                if trace_id is not None:
+                    result.append((trace_id, float(row[1])))
+        if len(replies) > 1:
+            result.sort(key=lambda pair: pair[1], reverse=True)
+            del result[limit:]
         return result
 
     async def error_traces(self, day: str | None = None) -> list[str]:
@@ -143,8 +149,10 @@ class _TraceQueries(_StoreConnection):
         """
         day = _today() if day is None else _valid_day(day)
         errors = keys.errors_key(day, prefix=self._prefix)
-        members = await self._read("SMEMBERS", lambda: self._client.smembers(errors))
-        ids = (self._trace_id_member(member) for member in members)
+        replies = await self._across_shards(
+            "SMEMBERS", errors, lambda pipe, key: pipe.smembers(key)
+        )
+        ids = (self._trace_id_member(member) for members in replies for member in members)
         return sorted(trace_id for trace_id in ids if trace_id is not None)
 
     async def recent_traces(
@@ -227,16 +235,20 @@ class _TraceQueries(_StoreConnection):
         """Group the newest ``scan_limit`` index entries (at or after ``since``, before
         ``until``) per trace."""
         index = keys.index_key(prefix=self._prefix)
-        members = await self._read(
+        # One ZSET, or its shards on Redis Cluster: each gives its newest scan_limit,
+        # and the newest scan_limit of them all are kept below.
+        replies = await self._across_shards(
             "ZREVRANGEBYSCORE",
-            lambda: self._client.zrevrangebyscore(
-                index,
+            index,
+            lambda pipe, key: pipe.zrevrangebyscore(
+                key,
                 "+inf" if until is None else f"({until!r}",
                 "-inf" if since is None else since,
                 start=0,
                 num=self._scan_limit,
             ),
         )
+        members = [member for reply in replies for member in reply]
         entries: list[IndexEntry] = []
         for member in members:
             try:
@@ -245,6 +257,9 @@ class _TraceQueries(_StoreConnection):
                 entries.append(IndexEntry.decode(member))
             except SpanDecodeError:
                 self._skipped_index_entries += 1
+        if len(replies) > 1:
+            entries.sort(key=lambda entry: entry.start_time, reverse=True)
+            del entries[self._scan_limit :]
         return _group(entries)
 
 
