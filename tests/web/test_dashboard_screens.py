@@ -85,7 +85,9 @@ async def test_the_trace_page_gives_the_timeline_the_room_and_shows_whole_names(
 
     # Every operation name is whole, inside the timeline, and on the row's tooltip.
     rows = await page.locator(".span-row").all()
-    assert len(rows) == 9
+    api = await page.request.get(f"{demo_url}api/traces/{demo_data.result.slow_trace_id}")
+    report = await api.json()
+    assert len(rows) == len(report["spans"]) >= 9  # the demo's services and its queries
     for row in rows:
         name = row.locator(".bar-label")
         operation = await name.locator(".op").inner_text()
@@ -116,23 +118,32 @@ async def test_the_trace_page_gives_the_timeline_the_room_and_shows_whole_names(
     crit = await orders.locator(".crit").first.evaluate("e => getComputedStyle(e).backgroundColor")
     rest = await orders.locator(".bar").evaluate("e => getComputedStyle(e).backgroundColor")
     assert _contrast(crit, rest) >= 3.0, (crit, rest)
-    bar_box = await orders.locator(".bar").bounding_box()
-    crit_boxes = [await c.bounding_box() for c in await orders.locator(".crit").all()]
-    assert bar_box is not None
-    widths = [box["width"] for box in crit_boxes if box is not None]
-    heights = [box["height"] for box in crit_boxes if box is not None]
-    assert sum(widths) >= 0.9 * bar_box["width"]
-    assert min(heights) >= bar_box["height"] - 2  # the bar's full height
+    # The span holding the critical path longest (orders' slow query, whose time is
+    # orders' own) is solid across nearly all of its bar, at the bar's full height.
+    coverage = []
+    for row in await page.locator(".span-row").all():
+        bar_box = await row.locator(".bar").bounding_box()
+        crit_boxes = [await c.bounding_box() for c in await row.locator(".crit").all()]
+        boxes = [box for box in crit_boxes if box is not None]
+        if bar_box is not None and boxes:
+            coverage.append((sum(box["width"] for box in boxes), bar_box, boxes))
+    widest, bar_box, boxes = max(coverage, key=lambda item: item[0])
+    assert widest >= 0.9 * bar_box["width"]
+    assert min(box["height"] for box in boxes) >= bar_box["height"] - 2
 
-    # The difference is stated once, at orders, whose own code took the time.
+    # The difference is stated once, at the span whose own time took it: orders' slow
+    # query (the demo's orders does its slow work as a database query).
     card = page.locator(".compare-finding .deviations li")
     big = [text for text in await card.all_inner_texts() if re.match(r"\+\d,\d{3} ms", text)]
     assert len(big) == 1, big
-    assert "orders POST /orders/{order_id}/checkout" in big[0]
-    slower = await page.locator(".span-row .delta.slower").all_inner_texts()
+    assert "orders postgres SELECT" in big[0]
+    slower_rows = page.locator(".span-row:has(.delta.slower)")
+    slower = await slower_rows.locator(".delta.slower").all_inner_texts()
     assert len([text for text in slower if re.match(r"\+\d,\d{3} ms", text)]) == 1
-    assert await orders.locator(".delta.slower").count() == 1
-    assert await page.locator(".span-row .delta.inherited").count() >= 2  # its callers
+    query = slower_rows.filter(has_text="SELECT")
+    assert await query.count() == 1
+    assert await orders.locator(".delta.inherited").count() == 1  # slower only through it
+    assert await page.locator(".span-row .delta.inherited").count() >= 3  # and its callers
     assert problems.messages == []
 
 
