@@ -35,6 +35,10 @@ after their hour ends (EXPIREAT, so rewriting an hour never extends it):
   caller's service travels in ``tracestate``).
 - ``trace:agg:{hour}:edges``: SET of the ``{pair}`` members of the hour's edges.
 
+- ``trace:batch:{id}``: STRING, set (NX) by the write of one batch of spans, so a
+  retry of a batch Redis already applied (its reply was lost) is skipped; ``{id}``
+  is 32 hex digits derived from the batch's span ids; ``BATCH_GUARD_TTL_S`` (1 h).
+
 Every command touches one key. Braces in names are written as the JSON escapes
 ``\u007b``/``\u007d`` so that Redis Cluster never reads part of a name as a hash tag
 (``{id}`` in a route would otherwise pin every such key to one slot).
@@ -47,12 +51,14 @@ from datetime import UTC, datetime
 
 __all__ = [
     "AGGREGATE_TTL_S",
+    "BATCH_GUARD_TTL_S",
     "DEFAULT_PREFIX",
     "ERRORS_TTL_S",
     "INDEX_MAX_ENTRIES",
     "SLOW_KEEP",
     "TRACE_TTL_S",
     "aggregate_key",
+    "batch_key",
     "edge_index_key",
     "edge_key",
     "errors_key",
@@ -73,6 +79,9 @@ ERRORS_TTL_S = 7 * 24 * 3600
 SLOW_KEEP = 100
 INDEX_MAX_ENTRIES = 100_000
 AGGREGATE_TTL_S = 35 * 24 * 3600
+# A retry comes within the queue's backoff of Redis answering again; an hour covers
+# any freeze of Redis shorter than that.
+BATCH_GUARD_TTL_S = 3600
 _HOUR_MS = 3_600_000
 
 
@@ -155,3 +164,8 @@ def edge_key(hour: str, pair: str, *, prefix: str = DEFAULT_PREFIX) -> str:
 def edge_index_key(hour: str, *, prefix: str = DEFAULT_PREFIX) -> str:
     """SET of the ``pair_member`` (caller, callee) edges seen in ``hour``."""
     return f"{prefix}agg:{hour}:edges"
+
+
+def batch_key(batch_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """STRING marking a batch (32 hex digits) as written, for ``BATCH_GUARD_TTL_S``."""
+    return f"{prefix}batch:{batch_id}"
