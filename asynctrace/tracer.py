@@ -59,6 +59,7 @@ class Tracer:
         max_queue: int = 20_000,
         batch_size: int = 256,
         max_delay_s: float = 0.2,
+        max_in_flight: int = 4,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError("sample_rate must be between 0.0 and 1.0")
@@ -83,7 +84,11 @@ class Tracer:
         self.exporter = exporter
         self.queue = (
             ExportQueue(
-                exporter, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+                exporter,
+                max_queue=max_queue,
+                batch_size=batch_size,
+                max_delay_s=max_delay_s,
+                max_in_flight=max_in_flight,
             )
             if exporter is not None
             else None
@@ -179,6 +184,7 @@ class TracerOptions(TypedDict, total=False):
     max_queue: int
     batch_size: int
     max_delay_s: float
+    max_in_flight: int
 
 
 def configure(

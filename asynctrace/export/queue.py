@@ -103,7 +103,7 @@ class ExportQueue:
         max_in_flight: batches being written at once, at most (more than one only
             while replies are slower than batches fill).
         backoff_initial_s, backoff_max_s: retry delays after a failed export (doubling,
-            with jitter).
+            with jitter); export resumes within ``backoff_max_s`` of Redis answering.
         sleep: the backoff sleep, injectable so tests need not wait.
     """
 
@@ -116,7 +116,7 @@ class ExportQueue:
         max_delay_s: float = 0.2,
         max_in_flight: int = 4,
         backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 1.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if max_queue < 1 or batch_size < 1 or max_in_flight < 1:

@@ -38,6 +38,7 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -257,6 +258,12 @@ class RedisExporter:
                 cause = f"TimeoutError (no reply within {self.timeout_s:g} s)"
             else:
                 cause = str(exc) or type(exc).__name__
+            if isinstance(exc, AuthenticationError):
+                # NOAUTH or a wrong password: retried, as the URL may be fixed by a
+                # restart of Redis with the expected password; but not "unreachable".
+                raise ConnectionError(
+                    f"Redis refused the connection (NOAUTH or wrong password): {cause}"
+                ) from exc
             raise ConnectionError(f"Redis unreachable: {cause}") from exc
         if failed:
             raise RedisCommandError(
