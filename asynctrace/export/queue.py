@@ -45,6 +45,10 @@ Sleep = Callable[[float], Awaitable[None]]
 _IDLE_RECHECK_S = 1.0
 # What shutdown() gives the tasks it cancels to put their batches back.
 _STOP_GRACE_S = 1.0
+# A batch still unanswered after this is slow: the next may start beside it. Below
+# it, one batch at a time: batches in flight together on a fast Redis only add
+# longer holds of the loop (their replies land together), not throughput.
+_SLOW_REPLY_S = 0.05
 
 logger = logging.getLogger("asynctrace")
 
@@ -60,6 +64,7 @@ class _LoopState:
     writers: set[asyncio.Task[bool]] = field(default_factory=set)
     # The retryable failures the worker has backed off for.
     failures_seen: int = 0
+    launched_at: float = 0.0  # loop time of the latest batch handed to a writer
 
     @property
     def is_alive(self) -> bool:
@@ -307,9 +312,10 @@ class ExportQueue:
     async def _launch_available(
         self, state: _LoopState, *, failures_at: int | None, full_batches_only: bool = False
     ) -> None:
-        """Hand batches to writer tasks until the queue is empty, at most
-        ``max_in_flight`` at once (waiting for a slot), stopping once a retryable
-        failure came after ``failures_at`` (None: never stopping for one).
+        """Hand batches to writer tasks until the queue is empty, stopping once a
+        retryable failure came after ``failures_at`` (None: never stopping for one).
+        The next batch starts when none is in flight, or beside the others when the
+        latest has waited ``_SLOW_REPLY_S`` for its reply, at most ``max_in_flight``.
 
         With ``full_batches_only`` (the worker), the first batch goes whatever its size
         (it is full, or its wait is over) and the rest only while they are full: the
@@ -321,9 +327,17 @@ class ExportQueue:
         while self.spans and (failures_at is None or failures_at == self._retryable_failures):
             if full_batches_only and not is_first and len(self.spans) < self._batch_size:
                 return
-            if len(state.writers) >= self._max_in_flight:
-                await asyncio.wait(state.writers, return_when=asyncio.FIRST_COMPLETED)
-                continue
+            if state.writers:
+                is_full = len(state.writers) >= self._max_in_flight
+                waited = state.loop.time() - state.launched_at
+                if is_full or waited < _SLOW_REPLY_S:
+                    # A slot opens when a batch lands, or once the latest is slow.
+                    await asyncio.wait(
+                        state.writers,
+                        timeout=None if is_full else _SLOW_REPLY_S - waited,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    continue
             is_first = False
             self._launch(state)
 
@@ -346,6 +360,7 @@ class ExportQueue:
         writer = state.loop.create_task(self._write(batch), name="asynctrace-export-batch")
         state.writers.add(writer)
         writer.add_done_callback(state.writers.discard)
+        state.launched_at = state.loop.time()
 
     async def _wait_writers(self, state: _LoopState) -> None:
         """Wait until every batch in flight on ``state``'s loop is settled."""

@@ -51,6 +51,11 @@ def make_app(flush_timeout_s: float) -> web.Application:
     return app
 
 
+def _say_ready(_: str) -> None:
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -85,7 +90,7 @@ def main() -> None:
         app,
         host="127.0.0.1",
         port=options.port,
-        print=lambda _: print("ready", flush=True),  # called once the site listens
+        print=_say_ready,  # called once the site listens
         access_log=None,
         loop=runner_loop,
         shutdown_timeout=5.0,

@@ -83,9 +83,7 @@ async def run_outage(
     async with aiohttp.ClientSession() as session:
         baseline = await load(session, f"{service.url}/work", rate=RATE, duration_s=2)
         watcher = asyncio.create_task(watch_invariant(service, session, seen))
-        during = asyncio.create_task(
-            load(session, f"{service.url}/work", rate=RATE, duration_s=5)
-        )
+        during = asyncio.create_task(load(session, f"{service.url}/work", rate=RATE, duration_s=5))
         await asyncio.sleep(1)  # the outage starts a second into the load
         if freeze:
             os.kill(own_redis.process.pid, signal.SIGSTOP)
@@ -105,7 +103,8 @@ async def run_outage(
         await asyncio.gather(watcher, return_exceptions=True)
         if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
             raise watcher.exception()  # type: ignore[misc]  # checked just above
-    assert baseline.failures == [] and outage.failures == []
+    assert baseline.failures == []
+    assert outage.failures == []
     assert outage.p99() <= 2 * baseline.p99() + P99_SLACK_S, (baseline.p99(), outage.p99())
     assert len(seen) >= 20
     assert final["created"] == 2 * (len(baseline.latencies_s) + len(outage.latencies_s))
