@@ -258,10 +258,12 @@ class RedisExporter:
             else:
                 cause = str(exc) or type(exc).__name__
             if isinstance(exc, AuthenticationError):
-                # NOAUTH or a wrong password: retried, as the URL may be fixed by a
-                # restart of Redis with the expected password; but not "unreachable".
+                # NOAUTH or a wrong password: retried (Redis may come back with the
+                # expected password), but named, not "unreachable". Redis's own text
+                # depends on the protocol (HELLO's is a paragraph).
                 raise ConnectionError(
-                    f"Redis refused the connection (NOAUTH or wrong password): {cause}"
+                    "Redis refused the connection: authentication required or failed "
+                    "(NOAUTH); check the password in the Redis URL"
                 ) from exc
             raise ConnectionError(f"Redis unreachable: {cause}") from exc
         if failed:
@@ -416,7 +418,15 @@ class _BatchIndex:
 
 
 def _first_of(failures: list[Exception]) -> tuple[int, str]:
-    return len(failures), str(failures[0]) if failures else ""
+    return len(failures), _error_text(failures[0]) if failures else ""
+
+
+def _error_text(exc: Exception) -> str:
+    """An error reply as one line: redis-py's class for it names the Redis error code
+    it strips (``OutOfMemoryError`` for OOM, ``ReadOnlyError`` for READONLY); where
+    a script raised it, Redis's note of the script's hash is left out."""
+    text = str(exc).split(" script: ", 1)[0]
+    return f"{type(exc).__name__}: {text}"
 
 
 def _speaks_packed_resp(client: object) -> bool:
@@ -658,7 +668,7 @@ async def _write_guarded(
             except ResponseError as exc:
                 # The script did not run (the guard's SET was refused: out of
                 # memory, read-only replica): nothing of the batch was written.
-                return commands.count, str(exc)
+                return commands.count, _error_text(exc)
     if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], int):
         first = reply[1]
         text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
