@@ -26,6 +26,9 @@ class RedisProxy:
         self.reply_delay_s = reply_delay_s
         self.drop_replies = False
         self.connections = 0
+        self._serving = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
@@ -61,8 +64,22 @@ class RedisProxy:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    async def wait_idle(self) -> None:
+        """Until every client connection has closed and what it sent reached Redis."""
+        await self._idle.wait()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._serving += 1
+        self._idle.clear()
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._serving -= 1
+            if not self._serving:
+                self._idle.set()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
