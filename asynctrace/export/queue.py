@@ -282,10 +282,12 @@ class ExportQueue:
         except asyncio.CancelledError:
             if not self._is_closed and self.spans:
                 # Cancelled by loop shutdown: push what is queued, within a grace period.
+                # In this task: a task started now would outlive the loop's shutdown.
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     async with asyncio.timeout(_STOP_GRACE_S):
-                        await self._launch_available(state, failures_at=None)
-                        await self._wait_writers(state)
+                        while (batch := self._take()) is not None:
+                            if not await self._write(batch):
+                                break
             raise
 
     async def _wait_idle(self, state: _LoopState) -> None:
@@ -342,7 +344,17 @@ class ExportQueue:
             self._launch(state)
 
     def _launch(self, state: _LoopState) -> None:
-        """Take a batch (a retried one whole) and start the task that writes it."""
+        """Take a batch and start the task that writes it."""
+        batch = self._take()
+        if batch is None:
+            return
+        writer = state.loop.create_task(self._write(batch), name="asynctrace-export-batch")
+        state.writers.add(writer)
+        writer.add_done_callback(state.writers.discard)
+        state.launched_at = state.loop.time()
+
+    def _take(self) -> _Batch | None:
+        """The next batch (a retried one whole), counted in flight; None when empty."""
         spans = self.spans
         if self._retry_sizes:
             number, size = self._retry_sizes.popleft()  # a retry keeps its age
@@ -354,13 +366,10 @@ class ExportQueue:
             for _ in range(size):
                 taken.append(spans.popleft())
         if not taken:
-            return
+            return None
         batch = _Batch(taken, number)
         self._in_flight.add(batch)  # with the pops, before any await: always counted
-        writer = state.loop.create_task(self._write(batch), name="asynctrace-export-batch")
-        state.writers.add(writer)
-        writer.add_done_callback(state.writers.discard)
-        state.launched_at = state.loop.time()
+        return batch
 
     async def _wait_writers(self, state: _LoopState) -> None:
         """Wait until every batch in flight on ``state``'s loop is settled."""
