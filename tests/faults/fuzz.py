@@ -25,8 +25,7 @@ with atheris.instrument_imports(include=["asynctrace"]):
     from multidict import CIMultiDict
 
     from asynctrace import _ratelimit
-    from asynctrace.model import SpanContext
-    from asynctrace.model.codec import SpanDecodeError, decode_span, encode_span
+    from asynctrace.model import SpanContext, SpanDecodeError, decode_span, encode_span
     from asynctrace.propagation import extract, parse_traceparent, parse_tracestate
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")

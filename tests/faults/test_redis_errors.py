@@ -122,11 +122,12 @@ async def test_a_read_only_replica_is_one_line_and_the_batches_are_dropped(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     admin = aioredis.Redis.from_url(own_redis.url)
-    await admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # no master
+    # No master listens there: a replica all the same, refusing writes.
+    await admin.replicaof("127.0.0.1", free_port())
     try:
         lines, queue = await export_with_logs(own_redis.url, caplog)
     finally:
-        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        await admin.replicaof("NO", "ONE")
         await admin.aclose()
     refused = [line for line in lines if line.startswith("asynctrace: Redis refused a batch")]
     assert len(refused) == 1
