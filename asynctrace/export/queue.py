@@ -397,7 +397,7 @@ class ExportQueue:
             if self._settle(batch):
                 self._dropped += len(batch.spans)
             if isinstance(exc, BatchRejected):
-                report_expected("Redis refused a batch; its spans are dropped", exc)
+                report_expected("a batch was refused, its spans are dropped", exc)
             else:
                 report_internal_error("exporter rejected a batch; its spans are dropped", exc)
             return True

@@ -169,7 +169,7 @@ async def test_a_refused_batch_is_dropped_and_logged_in_one_line(
     assert queue.stats().dropped == 10
     messages = [record.getMessage() for record in caplog.records]
     assert messages == [
-        "asynctrace: Redis refused a batch; its spans are dropped: "
+        "asynctrace: a batch was refused, its spans are dropped: "
         "BatchRejected: 1 of 4 Redis commands failed, first: OOM command"
     ]
     await queue.shutdown()

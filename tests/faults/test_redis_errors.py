@@ -113,7 +113,7 @@ async def test_out_of_memory_is_one_line_and_the_batches_are_dropped(
     finally:
         await admin.config_set("maxmemory", "0")
         await admin.aclose()
-    refused = [line for line in lines if line.startswith("asynctrace: Redis refused a batch")]
+    refused = [line for line in lines if line.startswith("asynctrace: a batch was refused")]
     assert len(refused) == 1
     assert "OutOfMemoryError: command not allowed when used memory" in refused[0]
     stats = queue.stats()
@@ -133,7 +133,7 @@ async def test_a_read_only_replica_is_one_line_and_the_batches_are_dropped(
     finally:
         await admin.replicaof("NO", "ONE")
         await admin.aclose()
-    refused = [line for line in lines if line.startswith("asynctrace: Redis refused a batch")]
+    refused = [line for line in lines if line.startswith("asynctrace: a batch was refused")]
     assert len(refused) == 1
     assert "ReadOnlyError: You can't write against a read only replica" in refused[0]
     assert queue.stats().dropped == 30
