@@ -18,9 +18,10 @@ from asynctrace.testing import RedisServer
 from tests.faults.conftest import Service, load, start_service
 
 RATE = 100  # requests/s, two spans each
-# Loose on purpose (2 shared cores): an outage must not show in the requests' latency,
-# which the exporter never waits for; scheduling noise must not fail the case.
-P99_SLACK_S = 0.05
+# Loose on purpose: on 2 cores shared with other jobs, scheduling alone moves a p99
+# by up to a few hundred ms. A request path that waited for Redis would take the
+# outage's 2 s (or the exporter's 0.5 s timeout) and still fail this bound.
+P99_SLACK_S = 0.25
 
 
 async def watch_invariant(
@@ -105,7 +106,10 @@ async def run_outage(
             raise watcher.exception()  # type: ignore[misc]  # checked just above
     assert baseline.failures == []
     assert outage.failures == []
-    assert outage.p99() <= 2 * baseline.p99() + P99_SLACK_S, (baseline.p99(), outage.p99())
+    assert outage.p99() <= max(2 * baseline.p99(), baseline.p99() + P99_SLACK_S), (
+        baseline.p99(),
+        outage.p99(),
+    )
     assert len(seen) >= 20
     assert final["created"] == 2 * (len(baseline.latencies_s) + len(outage.latencies_s))
     return final, resumed_after_s
