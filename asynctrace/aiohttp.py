@@ -10,6 +10,7 @@ reported once, and the request goes on untraced.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +26,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from multidict import istr
 from yarl import URL
 
+from asynctrace import tracer as _tracing
 from asynctrace._http import (
     LONGEST_TAG_KEY,
     STATUS_TEXT,
@@ -63,6 +65,10 @@ _TRACE_ID_KEY: Any = (
     else "asynctrace_trace_id"
 )
 _SETUP_DONE = web.AppKey("asynctrace_setup_done", bool)
+_FLUSH_TIMEOUT_S = web.AppKey("asynctrace_flush_timeout_s", float)
+# Apps set up here that started and have not cleaned up yet, in this process: the
+# last one to stop shuts the tracer down, the others only flush.
+_running_apps = 0
 
 
 def middleware(
@@ -103,15 +109,20 @@ def setup(
     *,
     error_status: int = 400,
     exclude_paths: Collection[str] = (),
+    flush_timeout_s: float = 5.0,
 ) -> None:
-    """Trace ``app``: add the middleware as the outermost one, and a response hook.
+    """Trace ``app``: add the middleware as the outermost one, a response hook, and
+    a flush when the app stops.
 
     The ``on_response_prepare`` hook puts ``X-Trace-ID`` on every response the
     middleware cannot reach: the 500 page aiohttp renders for an unhandled exception
-    and streamed responses prepared inside the handler. Options are those of
-    ``middleware()``. Call it before the app starts; raises ``ValueError`` for
-    invalid options or when ``app`` is already set up, ``RuntimeError`` (from
-    aiohttp) when the app is frozen.
+    and streamed responses prepared inside the handler. On the app's cleanup (after
+    SIGTERM or Ctrl-C under ``web.run_app``), the spans finished so far are written
+    within ``flush_timeout_s``; when the last app set up in this process stops, the
+    tracer is shut down, and what could not be written in time is counted as
+    dropped and logged in one line. Other options are those of ``middleware()``.
+    Call it before the app starts; raises ``ValueError`` for invalid options or when
+    ``app`` is already set up, ``RuntimeError`` (from aiohttp) when the app is frozen.
     """
     tracing = _ServerTracing(
         valid_service(service),
@@ -119,11 +130,42 @@ def setup(
         valid_paths(exclude_paths),
         stores_trace_id=True,
     )
+    timeout: object = flush_timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ValueError("flush_timeout_s must be a number of seconds")
+    if not 0 < timeout < math.inf:
+        raise ValueError("flush_timeout_s must be above 0 and finite")
     if app.get(_SETUP_DONE):
         raise ValueError("asynctrace.aiohttp.setup() already ran for this application")
     app.middlewares.insert(0, tracing.middleware)
     app.on_response_prepare.append(_add_trace_id_on_prepare)
+    app.on_startup.append(_count_running_app)
+    app.on_cleanup.append(_flush_on_cleanup)
+    app[_FLUSH_TIMEOUT_S] = float(timeout)
     app[_SETUP_DONE] = True
+
+
+async def _count_running_app(app: web.Application) -> None:
+    global _running_apps
+    _running_apps += 1
+
+
+async def _flush_on_cleanup(app: web.Application) -> None:
+    """Write what is finished within the app's timeout; the last app to stop also
+    shuts the tracer down (which counts and logs what it could not write)."""
+    global _running_apps
+    _running_apps = max(0, _running_apps - 1)
+    tracer = _tracing.get_tracer()
+    if tracer is None:
+        return
+    timeout_s = app[_FLUSH_TIMEOUT_S]
+    try:
+        if _running_apps:
+            await tracer.flush(timeout_s)
+        else:
+            await tracer.shutdown(timeout_s)
+    except Exception as exc:
+        report_internal_error("flushing spans when the app stopped failed", exc)
 
 
 def client_trace_config(*, error_status: int = 400) -> TraceConfig:

@@ -35,6 +35,10 @@ after their hour ends (EXPIREAT, so rewriting an hour never extends it):
   caller's service travels in ``tracestate``).
 - ``trace:agg:{hour}:edges``: SET of the ``{pair}`` members of the hour's edges.
 
+- ``trace:batch:{id}``: STRING, set (NX) by the write of one batch of spans, so a
+  retry of a batch Redis already applied (its reply was lost) is skipped; ``{id}``
+  is 32 hex digits derived from the batch's span ids; ``BATCH_GUARD_TTL_S`` (1 h).
+
 Every command touches one key. Braces in names are written as the JSON escapes
 ``\u007b``/``\u007d`` so that Redis Cluster never reads part of a name as a hash tag
 (``{id}`` in a route would otherwise pin every such key to one slot).
@@ -64,6 +68,7 @@ from datetime import UTC, datetime
 
 __all__ = [
     "AGGREGATE_TTL_S",
+    "BATCH_GUARD_TTL_S",
     "CLUSTER_INDEX_MAX_ENTRIES",
     "CLUSTER_SHARDS",
     "DEFAULT_PREFIX",
@@ -73,6 +78,7 @@ __all__ = [
     "SLOW_KEEP",
     "TRACE_TTL_S",
     "aggregate_key",
+    "batch_key",
     "cluster_shard_keys",
     "cluster_shard_of",
     "edge_index_key",
@@ -101,6 +107,9 @@ INDEX_MAX_ENTRIES = 100_000
 # without bound, and no reader loads one whole.
 MAX_TRACE_SPANS = 10_000
 AGGREGATE_TTL_S = 35 * 24 * 3600
+# A retry comes within the queue's backoff of Redis answering again; an hour covers
+# any freeze of Redis shorter than that.
+BATCH_GUARD_TTL_S = 3600
 _HOUR_MS = 3_600_000
 _SURROGATES = re.compile("[\ud800-\udfff]")
 CLUSTER_SHARDS = 8
@@ -219,3 +228,8 @@ def cluster_shard_of(member: str) -> int:
 def cluster_shard_keys(key: str) -> tuple[str, ...]:
     """The Redis Cluster shards of a sharded ``key``, shard 0 first."""
     return tuple(f"{key}:{{{tag}}}" for tag in _SHARD_TAGS)
+
+
+def batch_key(batch_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """STRING marking a batch (32 hex digits) as written, for ``BATCH_GUARD_TTL_S``."""
+    return f"{prefix}batch:{batch_id}"

@@ -74,6 +74,7 @@ class Tracer:
         max_delay_s: float = 0.2,
         tail_max_spans: int = 10_000,
         tail_max_age_s: float = 60.0,
+        max_in_flight: int = 4,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError("sample_rate must be between 0.0 and 1.0")
@@ -103,7 +104,11 @@ class Tracer:
             exporters = list(exporter)
             self.exporter: SpanExporter | None = exporters[0] if exporters else None
             self.queue = ExportQueues(
-                exporters, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+                exporters,
+                max_queue=max_queue,
+                batch_size=batch_size,
+                max_delay_s=max_delay_s,
+                max_in_flight=max_in_flight,
             )
             self._append_aggregating = self.queue.append_aggregating
             aggregating = [getattr(each, "accepts_unsampled", False) for each in exporters]
@@ -111,7 +116,11 @@ class Tracer:
             self.exporter = exporter
             self.queue = (
                 ExportQueue(
-                    exporter, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+                    exporter,
+                    max_queue=max_queue,
+                    batch_size=batch_size,
+                    max_delay_s=max_delay_s,
+                    max_in_flight=max_in_flight,
                 )
                 if exporter is not None
                 else None
@@ -244,6 +253,7 @@ class TracerOptions(TypedDict, total=False):
     max_delay_s: float
     tail_max_spans: int
     tail_max_age_s: float
+    max_in_flight: int
 
 
 def configure(

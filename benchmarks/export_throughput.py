@@ -45,6 +45,8 @@ NAME = "export"
 TITLE = "4. Export throughput to a real Redis on loopback (batches of 256)"
 BATCH = 256
 PACKED = "asynctrace (packed RESP)"
+# The same exporter with idempotent=False: commands streamed unguarded, no script.
+UNGUARDED = "asynctrace, unguarded"
 PIPELINE = "redis-py Pipeline"
 COMMANDS_ONLY = "asynctrace, commands only"
 TRANSPORT_ONLY = "asynctrace, transport only"
@@ -64,6 +66,7 @@ def _exporters(url: str) -> dict[str, tuple[RedisExporter, aioredis.Redis | None
     )
     return {
         PACKED: (RedisExporter(url), None),
+        UNGUARDED: (RedisExporter(url, idempotent=False), None),
         PIPELINE: (RedisExporter(client=pipeline_client), pipeline_client),
     }
 

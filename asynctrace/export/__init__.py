@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from asynctrace.export.memory import InMemoryExporter
-from asynctrace.export.protocol import ExportStats, SpanExporter
+from asynctrace.export.protocol import BatchRejected, ExportStats, SpanExporter
 from asynctrace.export.queue import ExportQueue
 from asynctrace.export.redis_exporter import RedisCommandError, RedisExporter
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from asynctrace.export.otlp import OTLPExporter
 
 __all__ = [
+    "BatchRejected",
     "ExportQueue",
     "ExportStats",
     "InMemoryExporter",

@@ -36,12 +36,17 @@ class ExportQueues:
         max_queue: int = 20_000,
         batch_size: int = 256,
         max_delay_s: float = 0.2,
+        max_in_flight: int = 4,
     ) -> None:
         if not exporters:
             raise ValueError("give at least one exporter")
         self.queues = [
             ExportQueue(
-                exporter, max_queue=max_queue, batch_size=batch_size, max_delay_s=max_delay_s
+                exporter,
+                max_queue=max_queue,
+                batch_size=batch_size,
+                max_delay_s=max_delay_s,
+                max_in_flight=max_in_flight,
             )
             for exporter in exporters
         ]

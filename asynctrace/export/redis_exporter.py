@@ -7,21 +7,27 @@ increments (keys and lifetimes in ``keys.py``).
 
 Two transports carry that run, each one round trip. A client whose pool makes
 redis-py's own socket connections (every URL, and most clients given directly) gets
-the commands written here as RESP text, sent every few milliseconds of encoding to
-one connection taken from its pool (Redis runs what came while the rest is encoded),
-and the replies read once, after the last write. The pool still does everything the
-URL asks for (auth, TLS, database, reconnect). Any other client (fakeredis, a
-cluster client, a custom connection class) gets a redis-py ``Pipeline``: one round
-trip per node, at about twice the CPU per span, since it builds an object per
-command and encodes arguments one by one (``python -m benchmarks export``).
+the commands written here as RESP text, as the arguments of one EVAL of a script
+that runs them only if the batch's guard key is new (``_GUARDED_BATCH``): a retry of
+a batch Redis applied but whose reply was lost (a timeout) changes nothing, so the
+per-hour counts stay exact and list entries are not doubled. The pool still does
+everything the URL asks for (auth, TLS, database, reconnect). Any other client
+(fakeredis, a cluster client, a custom connection class) gets a redis-py
+``Pipeline``, unguarded: one round trip per node, at about twice the CPU per span,
+since it builds an object per command and encodes arguments one by one
+(``python -m benchmarks export``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import math
+import os
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -32,8 +38,8 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asynctrace import keys
@@ -41,6 +47,7 @@ from asynctrace._ratelimit import report_internal_error
 from asynctrace.export import _cluster
 from asynctrace.export._trace_cap import TraceSpanCap
 from asynctrace.export.aggregates import aggregate_commands
+from asynctrace.export.protocol import BatchRejected
 from asynctrace.model import Span, encode_indexed_span, encode_span, utc_day
 
 __all__ = ["RedisCommandError", "RedisExporter"]
@@ -91,9 +98,31 @@ _PACKABLE_CONNECTIONS: frozenset[type[AbstractConnection]] = frozenset(
 # UTF-8 encoded; backslashreplace writes them as "\udcxx", which inside span JSON is
 # the JSON escape of the same code point, so the entry still decodes to the same text.
 _ENCODING_ERRORS = "backslashreplace"
+# Lua's unpack() takes at most about 8,000 values: longer commands are split (every
+# long command here is a key and a list of members or entries).
+_MAX_COMMAND_ARGUMENTS = 4000
+
+# KEYS[1]: the batch's guard key; ARGV[1]: its lifetime (s); then each command as its
+# argument count followed by its arguments. Returns 0 for a batch already written,
+# else {commands that failed, the first failure's text}. A command's failure does
+# not stop the others, as in a pipeline.
+_GUARDED_BATCH = """\
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local failed, first, i, n = 0, '', 2, #ARGV
+while i <= n do
+  local count = tonumber(ARGV[i])
+  local reply = redis.pcall(unpack(ARGV, i + 1, i + count))
+  if type(reply) == 'table' and reply.err then
+    failed = failed + 1
+    if failed == 1 then first = reply.err end
+  end
+  i = i + count + 1
+end
+return {failed, first}
+"""
 
 
-class RedisCommandError(Exception):
+class RedisCommandError(BatchRejected):
     """Redis refused some commands of a batch (wrong key type, out of memory, ...)."""
 
 
@@ -103,6 +132,12 @@ class RedisExporter:
     A URL-made client is created on the loop that exports and replaced if the loop
     changes (asyncio connections belong to one loop). Connection failures are raised
     as builtin ``ConnectionError`` so the queue retries the batch.
+
+    With ``idempotent`` (the default), each batch is written by one guarded script
+    that a retry of the same batch finds already done (``keys.batch_key``); False
+    streams the commands unguarded instead, at less CPU per span, and a retry after
+    a lost reply can then count a batch twice. Clients the exporter cannot pack for
+    (fakeredis, clusters) are written unguarded either way.
 
     It also writes the per-hour aggregates (``aggregates.py``), which count every
     request, sampled or not: ``accepts_unsampled`` tells the tracer to queue the
@@ -123,6 +158,7 @@ class RedisExporter:
         aggregate_ttl_s: int = keys.AGGREGATE_TTL_S,
         timeout_s: float = _TIMEOUT_S,
         max_spans_per_trace: int = keys.MAX_TRACE_SPANS,
+        idempotent: bool = True,
     ) -> None:
         if (redis_url is None) == (client is None):
             raise ValueError("RedisExporter needs exactly one of redis_url or client")
@@ -143,6 +179,7 @@ class RedisExporter:
         self.trace_ttl_s = trace_ttl_s
         self.aggregate_ttl_s = aggregate_ttl_s
         self.timeout_s = float(timeout_s)
+        self.is_idempotent = idempotent
         # Spans of a trace past max_spans_per_trace are not stored (counted).
         self.trace_cap = TraceSpanCap(max_spans_per_trace)
         self._given_client = client
@@ -150,12 +187,24 @@ class RedisExporter:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # Redis Cluster (export/_cluster.py): detected on the first batch of a loop.
         self._cluster_route = _cluster.ClusterRoute(redis_url, given=client)
+        _exporters.add(self)
 
     @property
     def spans_over_trace_limit(self) -> int:
         """Spans not stored because their trace already held ``max_spans_per_trace``
         spans written by this exporter (they still count in the aggregates)."""
         return self.trace_cap.over_limit
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's connections (their sockets are shared with it): the
+        child makes its own on first use. A given client's pool is emptied likewise."""
+        self._cluster_route = _cluster.ClusterRoute(self.redis_url, given=self._given_client)
+        if self._given_client is None:
+            self._client = None
+            self._client_loop = None
+        else:
+            with contextlib.suppress(Exception):
+                self._given_client.connection_pool.reset()  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
     def _client_here(self) -> aioredis.Redis:
         if self._given_client is not None:
@@ -178,8 +227,9 @@ class RedisExporter:
 
     async def export(self, spans: Sequence[Span]) -> None:
         """Write ``spans`` in one round trip. Raises ``ConnectionError`` if Redis is
-        unreachable (the batch may be partly written; retrying it is safe apart from
-        duplicate list entries) and ``RedisCommandError`` if commands failed."""
+        unreachable or did not answer in time (the batch may have been written:
+        retrying the same spans is safe, see the module docstring) and
+        ``RedisCommandError`` if commands failed."""
         if not spans:
             return
         client = self._client_here()
@@ -195,12 +245,22 @@ class RedisExporter:
                     prefix=self.prefix,
                     timeout_s=self.timeout_s,
                 )
+                failed, first_failure = _first_of(failures)
+            elif _speaks_packed_resp(client) and self.is_idempotent:
+                packed = _PackedCommands(self.trace_ttl_s, as_arguments=True)
+                slices = self._fill(packed, spans)
+                guard_key = keys.batch_key(batch_id(spans), prefix=self.prefix)
+                failed, first_failure = await _write_guarded(
+                    client.connection_pool, packed, slices, guard_key, self.timeout_s
+                )
+                count = packed.count
             elif _speaks_packed_resp(client):
                 packed = _PackedCommands(self.trace_ttl_s)
                 slices = self._fill(packed, spans)
                 failures = await _write_packed(
                     client.connection_pool, packed, slices, self.timeout_s
                 )
+                failed, first_failure = _first_of(failures)
                 count = packed.count
             else:
                 pipe = client.pipeline(transaction=False)
@@ -211,7 +271,9 @@ class RedisExporter:
                     results = await pipe.execute(raise_on_error=False)
                 finally:
                     await pipe.reset()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                failures = [result for result in results if isinstance(result, Exception)]
+                failed, first_failure = _first_of(
+                    [result for result in results if isinstance(result, Exception)]
+                )
                 count = pipelined.count
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             # OSError covers the builtin ConnectionError and TimeoutError too. The
@@ -221,10 +283,18 @@ class RedisExporter:
                 cause = f"TimeoutError (no reply within {self.timeout_s:g} s)"
             else:
                 cause = str(exc) or type(exc).__name__
+            if isinstance(exc, AuthenticationError):
+                # NOAUTH or a wrong password: retried (Redis may come back with the
+                # expected password), but named, not "unreachable". Redis's own text
+                # depends on the protocol (HELLO's is a paragraph).
+                raise ConnectionError(
+                    "Redis refused the connection: authentication required or failed "
+                    "(NOAUTH); check the password in the Redis URL"
+                ) from exc
             raise ConnectionError(f"Redis unreachable: {cause}") from exc
-        if failures:
+        if failed:
             raise RedisCommandError(
-                f"{len(failures)} of {count} Redis commands failed, first: {failures[0]}"
+                f"{failed} of {count} Redis commands failed, first: {first_failure}"
             )
 
     def _fill(self, commands: _Commands, spans: Sequence[Span]) -> Iterator[None]:
@@ -326,6 +396,17 @@ class RedisExporter:
         self._client_loop = None
 
 
+_exporters: weakref.WeakSet[RedisExporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for exporter in list(_exporters):
+        exporter._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _BatchIndex:
     """Encodes a batch's spans and notes what they add to the slow set, the error-day
     sets and the trace index (local roots and error spans)."""
@@ -366,6 +447,18 @@ class _BatchIndex:
         return entry
 
 
+def _first_of(failures: list[Exception]) -> tuple[int, str]:
+    return len(failures), _error_text(failures[0]) if failures else ""
+
+
+def _error_text(exc: Exception) -> str:
+    """An error reply as one line: redis-py's class for it names the Redis error code
+    it strips (``OutOfMemoryError`` for OOM, ``ReadOnlyError`` for READONLY); where
+    a script raised it, Redis's note of the script's hash is left out."""
+    text = str(exc).split(" script: ", 1)[0]
+    return f"{type(exc).__name__}: {text}"
+
+
 def _speaks_packed_resp(client: object) -> bool:
     """True when ``client``'s pool makes redis-py's own socket connections.
 
@@ -395,52 +488,114 @@ class _Commands(Protocol):
 
 class _PackedCommands:
     """Commands written straight into RESP text: arrays of bulk strings, the bytes
-    redis-py would send for them. ``take()`` hands over what was added so far."""
+    redis-py would send for them. ``take()`` hands over what was added so far.
 
-    __slots__ = ("_parts", "_ttl_bulk", "count")
+    ``as_arguments`` writes each command as arguments of the guarded script instead
+    (its argument count, then its arguments, all bulk strings), for ``script()``.
+    """
 
-    def __init__(self, trace_ttl_s: int) -> None:
+    __slots__ = ("_as_arguments", "_parts", "_three", "_ttl_bulk", "arguments", "count")
+
+    def __init__(self, trace_ttl_s: int, *, as_arguments: bool = False) -> None:
         self._parts: list[str] = []
         self._ttl_bulk = _bulk(str(trace_ttl_s))
-        self.count = 0
+        self._as_arguments = as_arguments
+        self._three = self._header(3)
+        self.count = 0  # commands
+        self.arguments = 0  # bulk strings, in argument form
+
+    def _header(self, size: int) -> str:
+        """What precedes a command of ``size`` arguments, and counts them."""
+        if self._as_arguments:
+            return _bulk(str(size))
+        return f"*{size}\r\n"
 
     def rpush(self, key: str, entries: list[str]) -> None:
-        if entries:
-            self._parts.append(f"*{len(entries) + 2}\r\n$5\r\nRPUSH\r\n{_bulk(key)}")
+        if len(entries) > _MAX_COMMAND_ARGUMENTS:
+            for first in range(0, len(entries), _MAX_COMMAND_ARGUMENTS):
+                self.rpush(key, entries[first : first + _MAX_COMMAND_ARGUMENTS])
+        elif entries:
+            self._parts.append(f"{self._header(len(entries) + 2)}$5\r\nRPUSH\r\n{_bulk(key)}")
             self._parts.append(_bulks(entries))
             self.count += 1
+            self.arguments += len(entries) + 3
 
     def rpush_and_expire(self, key: str, entries: list[str]) -> None:
         key_bulk = _bulk(key)
+        if len(entries) > _MAX_COMMAND_ARGUMENTS:
+            self.rpush(key, entries)
+            entries = []
         if entries:
             self._parts.append(
-                f"*{len(entries) + 2}\r\n$5\r\nRPUSH\r\n{key_bulk}{_bulks(entries)}"
-                f"*3\r\n$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}"
+                f"{self._header(len(entries) + 2)}$5\r\nRPUSH\r\n{key_bulk}{_bulks(entries)}"
+                f"{self._three}$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}"
             )
             self.count += 2
+            self.arguments += len(entries) + 7
         else:
-            self._parts.append(f"*3\r\n$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}")
+            self._parts.append(f"{self._three}$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}")
             self.count += 1
+            self.arguments += 4
 
     def rpush_one_and_expire(self, key: str, entry: str) -> None:
         if key.isascii() and entry.isascii():
             size = len(key)
+            three = self._three
             self._parts.append(
-                f"*3\r\n$5\r\nRPUSH\r\n${size}\r\n{key}\r\n${len(entry)}\r\n{entry}\r\n"
-                f"*3\r\n$6\r\nEXPIRE\r\n${size}\r\n{key}\r\n{self._ttl_bulk}"
+                f"{three}$5\r\nRPUSH\r\n${size}\r\n{key}\r\n${len(entry)}\r\n{entry}\r\n"
+                f"{three}$6\r\nEXPIRE\r\n${size}\r\n{key}\r\n{self._ttl_bulk}"
             )
             self.count += 2
+            self.arguments += 8
         else:
             self.rpush_and_expire(key, [entry])
 
     def command(self, *arguments: str) -> None:
-        self._parts.append(f"*{len(arguments)}\r\n{_bulks(arguments)}")
+        if len(arguments) > _MAX_COMMAND_ARGUMENTS:
+            for part in _split_long(arguments):
+                self.command(*part)
+            return
+        self._parts.append(f"{self._header(len(arguments))}{_bulks(arguments)}")
         self.count += 1
+        self.arguments += len(arguments) + 1
 
     def take(self) -> bytes:
         text = "".join(self._parts)
         self._parts.clear()
         return text.encode("utf-8", _ENCODING_ERRORS)
+
+    def script(self, guard_key: str, guard_ttl_s: int) -> bytes:
+        """One EVAL of ``_GUARDED_BATCH`` with every command added (argument form)."""
+        head = (
+            f"*{5 + self.arguments}\r\n$4\r\nEVAL\r\n{_bulk(_GUARDED_BATCH)}$1\r\n1\r\n"
+            f"{_bulk(guard_key)}{_bulk(str(guard_ttl_s))}"
+        )
+        return head.encode("utf-8", _ENCODING_ERRORS) + self.take()
+
+
+def batch_id(spans: Sequence[Span]) -> str:
+    """32 hex digits naming a batch by its spans' ids, in order: the queue retries a
+    batch as the same spans in the same order, so a retry has the id of its first try."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("".join([span.trace_id + span.span_id for span in spans]).encode())
+    return digest.hexdigest()
+
+
+def _split_long(arguments: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """A key-and-members command too long for one script call, in parts (RPUSH, SADD:
+    members; ZADD [GT]: score and member pairs). Any other command is left whole."""
+    name = arguments[0]
+    if name in ("RPUSH", "SADD"):
+        head, step = 2, 1
+    elif name == "ZADD":
+        head, step = (3 if arguments[2] == "GT" else 2), 2
+    else:
+        yield arguments
+        return
+    size = _MAX_COMMAND_ARGUMENTS - _MAX_COMMAND_ARGUMENTS % 2
+    size -= size % step
+    for first in range(head, len(arguments), size):
+        yield (*arguments[:head], *arguments[first : first + size])
 
 
 def _bulk(text: str) -> str:
@@ -488,53 +643,91 @@ class _PipelinedCommands:
         self.count += 1
 
 
-async def _write_packed(
-    pool: ConnectionPool, commands: _PackedCommands, slices: Iterator[None], timeout_s: float
-) -> list[Exception]:
-    """Write ``commands`` as ``slices`` makes them (every ``_WRITE_EVERY_S`` of
-    encoding, and the rest at the end), then read every reply.
-
-    Returns the replies that are errors. Replies are read only after the last write:
-    however many writes, the batch waits for Redis once. Everything, taking the
-    connection included, happens within ``timeout_s`` (``TimeoutError`` otherwise).
-    """
+@contextlib.asynccontextmanager
+async def _pooled_connection(pool: ConnectionPool) -> AsyncIterator[Any]:
+    """A connection from ``pool``, disconnected if anything fails while it is held
+    (unread replies, or half a write, would be served to the pool's next user)."""
     connection: Any = None
     try:
-        async with asyncio.timeout(timeout_s):
-            try:
-                # Inside the timeout: a new connection's handshake (HELLO, AUTH,
-                # SELECT) waits for replies, and a Redis that accepts TCP but never
-                # answers would otherwise hold the export worker forever. No
-                # arguments: redis-py >= 5.3 (the floor in pyproject.toml) deprecates
-                # them. Unannotated in redis-py (a deprecation decorator hides it).
-                connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-            except BaseException:
-                # The pool took back a connection whose handshake may have stopped
-                # half-way (redis-py only cleans up after its own errors): drop the
-                # idle ones so the next batch starts on a fresh socket.
-                await asyncio.shield(_disconnect_idle(pool))
-                raise
-            clock = time.perf_counter
-            written_at = clock()
-            for _ in slices:
-                if clock() - written_at >= _WRITE_EVERY_S:
-                    # The pool checked the connection when handing it out; a
-                    # health-check PING here would cost a second round trip after an
-                    # idle spell.
-                    await connection.send_packed_command(commands.take(), check_health=False)
-                    written_at = clock()
-                await asyncio.sleep(0)
-            await connection.send_packed_command(commands.take(), check_health=False)
-            return await _read_replies(connection, commands.count)
+        try:
+            # A new connection's handshake (HELLO, AUTH, SELECT) waits for replies:
+            # the caller's timeout covers it. No arguments: redis-py >= 5.3 (the floor
+            # in pyproject.toml) deprecates them. Unannotated in redis-py (a
+            # deprecation decorator hides it).
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except BaseException:
+            # The pool took back a connection whose handshake may have stopped
+            # half-way (redis-py only cleans up after its own errors): drop the
+            # idle ones so the next batch starts on a fresh socket.
+            await asyncio.shield(_disconnect_idle(pool))
+            raise
+        yield connection
     except BaseException:
         if connection is not None:
-            # Unread replies (or half a write) would be served to the pool's next user.
             await connection.disconnect(nowait=True)
         raise
     finally:
         if connection is not None:
             # Shielded so a second cancellation cannot split the pool's bookkeeping.
             await asyncio.shield(pool.release(connection))
+
+
+async def _write_guarded(
+    pool: ConnectionPool,
+    commands: _PackedCommands,
+    slices: Iterator[None],
+    guard_key: str,
+    timeout_s: float,
+) -> tuple[int, str]:
+    """Encode ``commands`` (letting the loop run between ``slices``), then send them
+    as one guarded EVAL and read its one reply: (commands that failed, the first
+    failure's text). A batch the guard says was written is (0, "").
+
+    Everything, taking the connection included, happens within ``timeout_s``
+    (``TimeoutError`` otherwise): a Redis that accepts TCP but never answers would
+    otherwise hold the export worker forever.
+    """
+    async with asyncio.timeout(timeout_s):
+        for _ in slices:
+            await asyncio.sleep(0)
+        payload = commands.script(guard_key, keys.BATCH_GUARD_TTL_S)
+        async with _pooled_connection(pool) as connection:
+            await connection.send_packed_command(payload, check_health=False)
+            try:
+                reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
+            except ResponseError as exc:
+                # The script did not run (the guard's SET was refused: out of
+                # memory, read-only replica): nothing of the batch was written.
+                return commands.count, _error_text(exc)
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], int):
+        first = reply[1]
+        text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+        return reply[0], text
+    return 0, ""  # 0: written before, by the first try of this batch
+
+
+async def _write_packed(
+    pool: ConnectionPool, commands: _PackedCommands, slices: Iterator[None], timeout_s: float
+) -> list[Exception]:
+    """Write ``commands`` as ``slices`` makes them (every ``_WRITE_EVERY_S`` of
+    encoding, and the rest at the end), then read every reply (``idempotent=False``).
+
+    Returns the replies that are errors. Replies are read only after the last write:
+    however many writes, the batch waits for Redis once. Everything, taking the
+    connection included, happens within ``timeout_s`` (``TimeoutError`` otherwise).
+    """
+    async with asyncio.timeout(timeout_s), _pooled_connection(pool) as connection:
+        clock = time.perf_counter
+        written_at = clock()
+        for _ in slices:
+            if clock() - written_at >= _WRITE_EVERY_S:
+                # The pool checked the connection when handing it out; a health-check
+                # PING here would cost a second round trip after an idle spell.
+                await connection.send_packed_command(commands.take(), check_health=False)
+                written_at = clock()
+            await asyncio.sleep(0)
+        await connection.send_packed_command(commands.take(), check_health=False)
+        return await _read_replies(connection, commands.count)
 
 
 async def _read_replies(connection: Any, count: int) -> list[Exception]:

@@ -108,7 +108,16 @@ async def test_both_transports_write_the_same_keys_and_values(
     client: aioredis.Redis, redis_url: str
 ) -> None:
     spans = mixed_batch(120)
-    packed = RedisExporter(redis_url)
+    guarded = RedisExporter(redis_url)
+    await guarded.export(spans)
+    await guarded.shutdown()
+    written_guarded = await snapshot(client)
+    guards = [key for key in written_guarded if key.startswith("trace:batch:")]
+    assert guards == [f"trace:batch:{redis_exporter.batch_id(spans)}"]
+    del written_guarded[guards[0]]
+
+    await client.flushdb()
+    packed = RedisExporter(redis_url, idempotent=False)
     await packed.export(spans)
     await packed.shutdown()
     written_packed = await snapshot(client)
@@ -127,7 +136,7 @@ async def test_both_transports_write_the_same_keys_and_values(
     written_fake = await snapshot(fake)
     await fake.aclose()
 
-    assert written_packed == written_piped == written_fake
+    assert written_guarded == written_packed == written_piped == written_fake
     stored = [key for key in written_packed if not key.startswith("trace:agg:")]
     assert len(stored) == 9 + 3  # trace lists, slow, errors day, index
     assert len(written_packed) > len(stored)  # and the aggregates
@@ -179,7 +188,7 @@ async def test_a_batch_written_in_many_slices_is_still_one_round_trip_in_order(
         last = "read"
         return await original_read(self, *args, **kwargs)
 
-    exporter = RedisExporter(redis_url)
+    exporter = RedisExporter(redis_url, idempotent=False)
     await exporter.export([finished("f000000000000001", trace_id="f" * 32)])  # connect first
     monkeypatch.setattr(redis_exporter, "_SLICE_S", 0.0)  # yield after every check
     monkeypatch.setattr(redis_exporter, "_WRITE_EVERY_S", 0.0)  # and write every slice
@@ -313,7 +322,7 @@ async def test_replies_come_from_the_hiredis_reader_when_redis_py_uses_one(
 
     monkeypatch.setattr(redis_exporter, "_read_buffered", counting)
     for url in (redis_url, f"{redis_url}?protocol=2", f"{redis_url}?protocol=3"):
-        exporter = RedisExporter(url)
+        exporter = RedisExporter(url, idempotent=False)
         await exporter.export(mixed_batch(40))
         await exporter.shutdown()
     # RESP3 (redis-py 8's default) only where redis-py's parser handles push messages.
@@ -329,7 +338,7 @@ async def test_other_parsers_get_a_read_response_per_reply(
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: decorated
     assert redis_exporter._hiredis_parser_of(connection) is None
     await pool.release(connection)
-    exporter = RedisExporter(client=python_parsed)
+    exporter = RedisExporter(client=python_parsed, idempotent=False)
     await client.set(f"trace:{TRACE}", "not a list")
     with pytest.raises(RedisCommandError, match=r"^1 of .*WRONGTYPE"):
         await exporter.export([finished("a000000000000001"), *mixed_batch(30)])
@@ -359,7 +368,7 @@ async def test_a_redis_that_closes_mid_reply_is_a_connection_error(reader: str) 
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    exporter = RedisExporter(f"redis://127.0.0.1:{port}/0?protocol=2")
+    exporter = RedisExporter(f"redis://127.0.0.1:{port}/0?protocol=2", idempotent=False)
     try:
         with pytest.raises(ConnectionError, match="Redis unreachable"):
             await exporter.export(mixed_batch(20))
