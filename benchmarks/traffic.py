@@ -238,6 +238,8 @@ def _classify(key: str) -> str:
         return "index"
     if rest == "slow" or rest.startswith("errors:"):
         return "slow and error sets"
+    if rest.startswith("batch:"):
+        return "batch guards"  # RedisExporter's idempotency keys, kept an hour
     return "trace lists"
 
 

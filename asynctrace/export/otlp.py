@@ -23,6 +23,7 @@ from yarl import URL
 
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.export import _otlp_proto as otlp_proto
+from asynctrace.export.protocol import BatchRejected
 from asynctrace.model import Span
 from asynctrace.model.otlp import otlp_from_spans
 
@@ -38,8 +39,9 @@ _ENCODE_INLINE_SPANS = 32
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class OTLPExportError(Exception):
-    """The endpoint refused a batch for good (a 4xx other than 429): it is dropped."""
+class OTLPExportError(BatchRejected):
+    """The endpoint refused a batch for good (a 4xx other than 429): it is dropped,
+    counted, and logged as one line (an expected condition, not a bug of ours)."""
 
 
 class OTLPExporter:
