@@ -757,7 +757,7 @@ def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
     show_envvar=True,
     help="Require 'Authorization: Bearer TOKEN' on every request (needed off loopback).",
 )
-@click.pass_obj
+@_with_settings
 def receive(settings: _Settings, host: str, port: int, token: str | None) -> None:
     """Serve OTLP/HTTP POST /v1/traces (JSON; protobuf with the otlp extra) until Ctrl-C.
 
@@ -765,12 +765,18 @@ def receive(settings: _Settings, host: str, port: int, token: str | None) -> Non
     """
     from asynctrace.receiver import serve as serve_receiver
 
+    def announce(url: str) -> None:
+        click.echo(f"receiving OTLP on {url} (Ctrl-C to stop)")
+
     async def run() -> None:
-        shown = f"[{host}]" if ":" in host else host
-        click.echo(f"receiving OTLP on http://{shown}:{port}/v1/traces (Ctrl-C to stop)")
         try:
             await serve_receiver(
-                settings.redis_url, host=host, port=port, token=token, prefix=settings.prefix
+                settings.redis_url,
+                host=host,
+                port=port,
+                token=token,
+                prefix=settings.prefix,
+                on_listening=announce,
             )
         except OSError as exc:
             raise AsynctraceError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None

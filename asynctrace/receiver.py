@@ -94,8 +94,12 @@ async def serve(
     prefix: str = keys.DEFAULT_PREFIX,
     slow_threshold_ms: float = 1000.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    on_listening: Callable[[str], object] | None = None,
 ) -> None:
     """Receive OTLP/HTTP on ``host``:``port`` into the Redis at ``redis_url``, until cancelled.
+
+    ``on_listening`` is called once with the traces URL actually bound (the real
+    port when ``port`` is 0) as soon as the socket listens.
 
     Binding anything but a loopback address without ``token`` raises ``ValueError``
     before a socket is opened; ``OSError`` when the port is taken. On cancellation
@@ -117,7 +121,12 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        _logger.info("asynctrace OTLP receiver listening on %s", site.name)
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}{TRACES_PATH}"
+        _logger.info("asynctrace OTLP receiver listening on %s", url)
+        if on_listening is not None:
+            on_listening(url)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -9,6 +9,8 @@ import re
 import shlex
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -99,16 +101,20 @@ def test_a_bare_asynctrace_prints_the_usage_on_several_lines() -> None:
     assert result.stdout == invoke("--help").stdout
 
 
-# -- serve --port 0 ------------------------------------------------------------------------
+# -- serve / receive --port 0 -------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
-async def test_serve_on_port_0_prints_the_address_it_listens_on(redis_url: str) -> None:
+@asynccontextmanager
+async def listening(command: str, redis_url: str, announcement: str) -> AsyncIterator[str]:
+    """Run ``asynctrace COMMAND --port 0 --redis-url URL`` (the connection option after
+    the command); yield the URL its first line announces, which must fully match
+    ``announcement`` (group 1 the URL, group 2 the port). Ctrl-C stops it, without a
+    traceback."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "asynctrace",
-        "serve",
+        command,
         "--port",
         "0",
         "--redis-url",
@@ -122,19 +128,37 @@ async def test_serve_on_port_0_prints_the_address_it_listens_on(redis_url: str) 
         assert process.stdout is not None
         async with asyncio.timeout(30):
             line = (await process.stdout.readline()).decode()
-        found = re.fullmatch(r"serving the dashboard on (http://127\.0\.0\.1:(\d+)/) .*\n", line)
+        found = re.fullmatch(announcement, line)
         assert found is not None, line
         assert int(found[2]) > 0
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(found[1] + "api/health") as response,
-        ):
-            assert response.status == 200
+        yield found[1]
     finally:
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             _, stderr = await process.communicate()
-    assert b"Traceback" not in stderr
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+@pytest.mark.timeout(60)
+async def test_serve_on_port_0_prints_the_address_it_listens_on(redis_url: str) -> None:
+    pattern = r"serving the dashboard on (http://127\.0\.0\.1:(\d+)/) .*\n"
+    async with (
+        listening("serve", redis_url, pattern) as url,
+        aiohttp.ClientSession() as session,
+        session.get(url + "api/health") as response,
+    ):
+        assert response.status == 200
+
+
+@pytest.mark.timeout(60)
+async def test_receive_on_port_0_prints_the_address_it_listens_on(redis_url: str) -> None:
+    pattern = r"receiving OTLP on (http://127\.0\.0\.1:(\d+)/v1/traces) .*\n"
+    async with (
+        listening("receive", redis_url, pattern) as url,
+        aiohttp.ClientSession() as session,
+        session.post(url, json={"resourceSpans": []}) as response,
+    ):
+        assert response.status == 200, await response.text()
 
 
 # -- the demo's hints ----------------------------------------------------------------------
