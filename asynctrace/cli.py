@@ -25,8 +25,13 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import click
-from click.core import ParameterSource
+try:
+    import click
+    from click.core import ParameterSource
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "asynctrace.cli needs the 'cli' extra: pip install 'asynctrace[cli]'", name=exc.name
+    ) from exc
 
 import asynctrace
 from asynctrace import keys
@@ -718,9 +723,9 @@ def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
     """Serve the dashboard on the stored traces until Ctrl-C."""
     try:
         from asynctrace.web import serve as serve_dashboard
-    except ImportError as exc:
+    except ImportError:
         raise click.ClickException(
-            f"the dashboard is not available ({exc}); pip install 'asynctrace[web]'"
+            "the dashboard needs the 'web' extra: pip install 'asynctrace[web]'"
         ) from None
 
     store = _store(settings)

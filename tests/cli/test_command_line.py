@@ -43,6 +43,30 @@ def test_without_click_the_command_names_its_extra_in_one_line(tmp_path: Path) -
     )
 
 
+def test_serve_without_the_web_extra_names_it_in_one_line(tmp_path: Path) -> None:
+    out = python_without(["aiohttp_jinja2"], ["-m", "asynctrace", "serve"], tmp_path)
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == (
+        "error: the dashboard needs the 'web' extra: pip install 'asynctrace[web]'\n"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_demo_serve_without_the_web_extra_stops_before_the_demo_runs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    out = python_without(
+        ["jinja2"],
+        ["-m", "asynctrace", "demo", "--serve", "--redis-url", redis_url, "--prefix", "web15:"],
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "started" not in out.stdout
+    assert out.stderr == (
+        "error: the dashboard needs the 'web' extra: pip install 'asynctrace[web]'\n"
+    )
+
+
 def test_the_installed_command_is_the_entry_point_that_checks_for_click() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '\nasynctrace = "asynctrace.__main__:main"\n' in pyproject
