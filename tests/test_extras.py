@@ -14,7 +14,14 @@ import pytest
 from tests.blocked_imports import python_without
 
 # The libraries of the cli, web, demo and otlp extras.
-EXTRAS_LIBRARIES = ["click", "aiohttp_jinja2", "jinja2", "fakeredis", "google.protobuf"]
+EXTRAS_LIBRARIES = [
+    "click",
+    "aiohttp_jinja2",
+    "jinja2",
+    "fakeredis",
+    "opentelemetry.proto",
+    "google.protobuf",
+]
 
 # Imports every module a user may name and reports how each ended, as JSON.
 _IMPORT_ALL = """
@@ -71,3 +78,26 @@ def test_an_app_without_its_extra_is_one_import_error_naming_it(
         module: f"ImportError: {module} needs the '{extra}' extra: "
         f"pip install 'asynctrace[{extra}]'"
     }
+
+
+_OTLP_EXPORTER = """
+from asynctrace.export import OTLPExporter
+print(OTLPExporter().encoding)
+try:
+    OTLPExporter(encoding="protobuf")
+except ValueError as exc:
+    print(f"ValueError: {exc}")
+"""
+
+
+def test_without_the_otlp_extra_the_exporter_sends_json_and_refuses_protobuf(
+    tmp_path: Path,
+) -> None:
+    # Asked for protobuf, it used to fail every batch at export time and drop it.
+    out = python_without(["opentelemetry.proto"], ["-c", _OTLP_EXPORTER], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == [
+        "json",
+        "ValueError: encoding='protobuf' needs opentelemetry-proto: "
+        "pip install 'asynctrace[otlp]', or pass encoding='json'",
+    ]
