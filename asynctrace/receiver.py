@@ -161,7 +161,13 @@ async def _receive_traces(request: web.Request) -> web.Response:
     except (web.RequestPayloadError, web.HTTPException, ConnectionError, ValueError) as exc:
         # aiohttp decodes Content-Encoding itself (gzip, deflate; br and zstd when their
         # libraries are installed) and reports a body it cannot decode as a payload error.
-        return _error(400, f"unreadable body: {exc}", is_protobuf=is_protobuf)
+        # The rest of the body is never read: marked at its end, aiohttp does not try to
+        # drain it after the reply (which re-raised the error as an "Unhandled exception"
+        # traceback in the log), and the connection closes rather than being reused.
+        request.content.feed_eof()
+        response = _error(400, f"unreadable body: {exc}", is_protobuf=is_protobuf)
+        response.force_close()
+        return response
     limits = request.app[_LIMITS]
     try:
         if len(body) > _DECODE_INLINE_BYTES:
