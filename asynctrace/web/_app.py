@@ -159,6 +159,10 @@ async def serve(
         handle_signals=False,
         access_log=logging.getLogger("asynctrace.web.access"),
         access_log_class=_AccessLogger,
+        # The dashboard reads no request body: one left unread closes the connection
+        # instead of being drained, where a body that fails to decompress made aiohttp
+        # log an "Unhandled exception" traceback.
+        lingering_time=0,
     )
     await runner.setup()
     try:
