@@ -166,11 +166,18 @@ def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
 
 def decode_span(raw: str | bytes) -> Span:
     """Parse one span JSON entry. Raises ``SpanDecodeError`` for anything invalid."""
+    # RecursionError: arrays or objects nested past the interpreter's limit, met by the
+    # parser or by turning a nested tag value into text.
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SpanDecodeError("not valid JSON") from exc
-    return Span.from_dict(data)
+    except RecursionError as exc:
+        raise SpanDecodeError("nested too deeply") from exc
+    try:
+        return Span.from_dict(data)
+    except RecursionError as exc:
+        raise SpanDecodeError("nested too deeply") from exc
 
 
 def utc_day(epoch_ms: float) -> str:
@@ -295,7 +302,7 @@ class IndexEntry:
         try:
             items = json.loads(raw)
             trace_id, span_id, service, operation, status, duration, start, is_root, error = items
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise SpanDecodeError("not a trace index entry") from exc
         return cls(
             _id(trace_id, "traceId", is_valid_trace_id),
