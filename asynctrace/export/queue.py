@@ -275,7 +275,8 @@ class ExportQueue:
             except (ConnectionError, TimeoutError) as exc:
                 self._note_failure(exc)
                 self._requeue(batch)
-                report_internal_error("export failed, will retry", exc)
+                # An expected condition (the store is down): one line, no traceback.
+                report_internal_error("export failed, will retry", detail=self._last_error or "")
                 return False
             except asyncio.CancelledError:
                 self._requeue(batch)
