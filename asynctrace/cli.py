@@ -58,6 +58,8 @@ _T = TypeVar("_T")
 # The store's largest listing: enough index summaries to describe slow and error ids.
 _SUMMARY_WINDOW = 1000
 _DEFAULT_WIDTH = 100
+# A COLUMNS of millions would make every waterfall row that long (MemoryError).
+_MAX_WIDTH = 1000
 _DRAWING = "█░✗…"
 
 
@@ -95,7 +97,7 @@ class _Terminal:
         except (UnicodeEncodeError, LookupError):
             ascii_only = True
         return cls(
-            width=shutil.get_terminal_size((_DEFAULT_WIDTH, 24)).columns,
+            width=min(shutil.get_terminal_size((_DEFAULT_WIDTH, 24)).columns, _MAX_WIDTH),
             # https://no-color.org: any non-empty NO_COLOR turns colour off.
             color=is_tty and not os.environ.get("NO_COLOR"),
             ascii_only=ascii_only,

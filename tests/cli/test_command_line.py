@@ -111,6 +111,21 @@ def test_options_after_the_command_win_over_those_before_and_the_environment(
     assert SEED_ID in result.stdout
 
 
+# -- the terminal's width --------------------------------------------------------------------
+
+
+def test_a_huge_terminal_width_draws_at_most_1000_columns(redis_url: str) -> None:
+    # COLUMNS=300000000 made each waterfall row that long: a MemoryError traceback.
+    # (5000 shows the cap without the memory a regression would then take.)
+    export(redis_url, seed_trace(recent_start()), prefix="issue15w:")
+    result = invoke(
+        "show", SEED_ID, "--redis-url", redis_url, "--prefix", "issue15w:",
+        env={"COLUMNS": "5000"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) == 1000
+
+
 # -- a bare asynctrace ---------------------------------------------------------------------
 
 
