@@ -17,7 +17,8 @@ def main() -> None:
     """Run the ``asynctrace`` command line; exit 1 with one line when click is missing."""
     try:
         from asynctrace.cli import main as cli
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
+        # asynctrace.cli names the extra in an ImportError whose name is click's.
         if exc.name is None or exc.name.partition(".")[0] != "click":
             raise
         sys.stderr.write(

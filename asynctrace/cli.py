@@ -25,8 +25,13 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import click
-from click.core import ParameterSource
+try:
+    import click
+    from click.core import ParameterSource
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "asynctrace.cli needs the 'cli' extra: pip install 'asynctrace[cli]'", name=exc.name
+    ) from exc
 
 import asynctrace
 from asynctrace import keys
@@ -56,6 +61,8 @@ _T = TypeVar("_T")
 # The store's largest listing: enough index summaries to describe slow and error ids.
 _SUMMARY_WINDOW = 1000
 _DEFAULT_WIDTH = 100
+# A COLUMNS of millions would make every waterfall row that long (MemoryError).
+_MAX_WIDTH = 1000
 _DRAWING = "█░✗…"
 
 
@@ -93,7 +100,7 @@ class _Terminal:
         except (UnicodeEncodeError, LookupError):
             ascii_only = True
         return cls(
-            width=shutil.get_terminal_size((_DEFAULT_WIDTH, 24)).columns,
+            width=min(shutil.get_terminal_size((_DEFAULT_WIDTH, 24)).columns, _MAX_WIDTH),
             # https://no-color.org: any non-empty NO_COLOR turns colour off.
             color=is_tty and not os.environ.get("NO_COLOR"),
             ascii_only=ascii_only,
@@ -744,9 +751,9 @@ def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
     """Serve the dashboard on the stored traces until Ctrl-C."""
     try:
         from asynctrace.web import serve as serve_dashboard
-    except ImportError as exc:
+    except ImportError:
         raise click.ClickException(
-            f"the dashboard is not available ({exc}); pip install 'asynctrace[web]'"
+            "the dashboard needs the 'web' extra: pip install 'asynctrace[web]'"
         ) from None
 
     store = _store(settings)
@@ -791,10 +798,10 @@ def receive(settings: _Settings, host: str, port: int, token: str | None) -> Non
     """
     from asynctrace.receiver import serve as serve_receiver
 
-    async def run() -> None:
-        def announce(url: str) -> None:
-            click.echo(f"receiving OTLP on {url} (Ctrl-C to stop)")
+    def announce(url: str) -> None:
+        click.echo(f"receiving OTLP on {url} (Ctrl-C to stop)")
 
+    async def run() -> None:
         try:
             await serve_receiver(
                 settings.redis_url,

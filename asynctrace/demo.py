@@ -218,6 +218,8 @@ async def run_demo(
     ``AsynctraceError`` when the traffic or the store does not behave as the story
     needs or the dashboard port is taken.
     """
+    # Without the web extra, --serve fails now rather than after the whole story.
+    dashboard = _dashboard_server() if serve else None
     progress = _Progress(out)
     asynctrace.configure(
         service=SERVICES[0],
@@ -244,8 +246,8 @@ async def run_demo(
                 ascii_only=ascii_only,
                 command=command,
             )
-            if serve:
-                await _serve_dashboard(store, mesh, out, port)
+            if dashboard is not None:
+                await _serve_dashboard(dashboard, store, mesh, out, port)
         return result
     finally:
         await asynctrace.shutdown()
@@ -378,13 +380,20 @@ async def _tell_story(
     print(file=out, flush=True)
 
 
-async def _serve_dashboard(store: TraceStore, mesh: _Mesh, out: TextIO, port: int) -> None:
+def _dashboard_server() -> Callable[..., Awaitable[None]]:
+    """``asynctrace.web.serve``; ``AsynctraceError`` naming the extra when it is missing."""
     try:
         from asynctrace.web import serve
-    except ImportError as exc:
+    except ImportError:
         raise AsynctraceError(
-            f"the dashboard is not available ({exc}); pip install 'asynctrace[demo]'"
+            "the dashboard needs the 'web' extra: pip install 'asynctrace[web]'"
         ) from None
+    return serve
+
+
+async def _serve_dashboard(
+    serve: Callable[..., Awaitable[None]], store: TraceStore, mesh: _Mesh, out: TextIO, port: int
+) -> None:
     gateway = mesh.url_of(SERVICES[0])
 
     def announce(url: str) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from asynctrace import keys
+from asynctrace._loopback import host_name, is_loopback_host, listening_url, valid_token
 from asynctrace.export import RedisExporter, SpanExporter
 from asynctrace.export import _otlp_proto as otlp_proto
 from asynctrace.model import DEFAULT_LIMITS, Limits
@@ -73,7 +73,7 @@ def create_app(
     Without ``token`` it answers only requests addressed to a loopback host name.
     Raises ``ValueError`` for an empty token or a non-positive body limit.
     """
-    token = _valid_token(token)
+    token = valid_token(token, server="receiver")
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be at least 1")
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_access_middleware(token)])
@@ -98,15 +98,15 @@ async def serve(
 ) -> None:
     """Receive OTLP/HTTP on ``host``:``port`` into the Redis at ``redis_url``, until cancelled.
 
-    ``on_listening`` is called once with the traces URL actually bound (the real port
-    when ``port`` is 0) as soon as the socket listens.
+    ``on_listening`` is called once with the traces URL actually bound (the real
+    port when ``port`` is 0) as soon as the socket listens.
 
     Binding anything but a loopback address without ``token`` raises ``ValueError``
     before a socket is opened; ``OSError`` when the port is taken. On cancellation
     the server stops and the cancellation propagates.
     """
-    token = _valid_token(token)
-    if token is None and not _is_loopback_host(host):
+    token = valid_token(token, server="receiver")
+    if token is None and not is_loopback_host(host):
         raise ValueError(
             f"refusing to receive traces on {host!r} without a token: anyone who can reach "
             "that address could write them. Pass a token (asynctrace receive --token, or "
@@ -121,9 +121,7 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        url = f"http://{shown}:{bound_port}/v1/traces"
+        url = listening_url(runner, TRACES_PATH)
         _logger.info("asynctrace OTLP receiver listening on %s", url)
         if on_listening is not None:
             on_listening(url)
@@ -161,7 +159,13 @@ async def _receive_traces(request: web.Request) -> web.Response:
     except (web.RequestPayloadError, web.HTTPException, ConnectionError, ValueError) as exc:
         # aiohttp decodes Content-Encoding itself (gzip, deflate; br and zstd when their
         # libraries are installed) and reports a body it cannot decode as a payload error.
-        return _error(400, f"unreadable body: {exc}", is_protobuf=is_protobuf)
+        # The rest of the body is never read: marked at its end, aiohttp does not try to
+        # drain it after the reply (which re-raised the error as an "Unhandled exception"
+        # traceback in the log), and the connection closes rather than being reused.
+        request.content.feed_eof()
+        response = _error(400, f"unreadable body: {exc}", is_protobuf=is_protobuf)
+        response.force_close()
+        return response
     limits = request.app[_LIMITS]
     try:
         if len(body) > _DECODE_INLINE_BYTES:
@@ -224,41 +228,8 @@ def _access_middleware(token: str | None) -> Middleware:
         else:
             # A browser page whose name was rebound to 127.0.0.1 must not write traces.
             header = request.headers.get("Host")
-            if header is not None and not _is_loopback_host(_host_name(header)):
+            if header is not None and not is_loopback_host(host_name(header)):
                 return _error(403, "without a token only loopback hosts", is_protobuf=False)
         return await handler(request)
 
     return access
-
-
-# The dashboard's rules (asynctrace/web/_security.py), restated here so the receiver
-# does not need the dashboard's extra.
-def _valid_token(token: str | None) -> str | None:
-    if token is None:
-        return None
-    if not token.strip():
-        raise ValueError("the receiver token must be a non-empty string")
-    if token != token.strip() or any(ord(char) < 0x21 or ord(char) == 0x7F for char in token):
-        raise ValueError("the receiver token must not contain spaces or control characters")
-    return token
-
-
-def _is_loopback_host(host: str) -> bool:
-    name = host.strip().rstrip(".").lower()
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_name(header: str) -> str:
-    header = header.strip()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    if header.count(":") == 1:
-        return header.split(":", 1)[0]
-    return header

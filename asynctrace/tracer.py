@@ -100,6 +100,11 @@ class Tracer:
             )
         self.queue: ExportQueue | ExportQueues | None
         if exporter is not None and not isinstance(exporter, SpanExporter):
+            if not _is_exporter_list(exporter):
+                raise TypeError(
+                    "exporter must be a SpanExporter (async export(spans) and async "
+                    f"shutdown()) or a list of them, not {type(exporter).__name__}"
+                )
             # Several exporters: a queue each (export/fanout.py), so none holds up another.
             exporters = list(exporter)
             self.exporter: SpanExporter | None = exporters[0] if exporters else None
@@ -234,6 +239,11 @@ def _over_trace_limit(exporter: object) -> int:
     return count if isinstance(count, int) else 0
 
 
+def _is_exporter_list(value: object) -> bool:
+    """True for a list (or tuple) of exporters: what ``exporter=`` takes besides one."""
+    return isinstance(value, Sequence) and all(isinstance(each, SpanExporter) for each in value)
+
+
 _tracer: Tracer | None = None
 _retired: set[asyncio.Task[bool]] = set()
 
@@ -268,7 +278,8 @@ def configure(
     defaults are ``Tracer``'s (``aggregate_ttl_s``, for one, is how long the per-hour
     aggregates are kept after their hour: 35 days). Calling again reconfigures: the
     previous tracer is flushed and shut down in the background. Raises
-    ``ValueError`` for invalid settings; never connects synchronously.
+    ``ValueError`` for invalid settings (``TypeError`` for an ``exporter`` that is
+    not one); never connects synchronously.
     """
     global _tracer
     tracer = Tracer(service=service, redis_url=redis_url, **options)

@@ -68,11 +68,17 @@ async def run(readme: str, redis_url: str) -> dict[str, Any]:
         "Row": tuple,  # the reader's own row type
     }
     results = []
-    exported = 0
+    exported = asynctrace.stats().exported  # the harness's span
     for block in fragment_blocks(readme):
         source = block.replace(README_REDIS_URL, redis_url)
         namespace = dict(base)
         error = None
+        # A block may configure a tracer of its own (the OpenTelemetry one does): what
+        # the harness's tracer exported is counted block by block, before it is replaced.
+        await asynctrace.flush()
+        tracer = asynctrace.get_tracer()
+        assert tracer is not None
+        before = tracer.stats().exported
         try:
             code = compile(source, "<README>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             outcome = eval(code, namespace)
@@ -83,10 +89,9 @@ async def run(readme: str, redis_url: str) -> dict[str, Any]:
         finally:
             await _close(namespace, base)
             asynctrace.logs.uninstall()
-        # A later block may configure another tracer (the OpenTelemetry one does), so
-        # what a block's spans reached is read right after it.
-        await asynctrace.flush()
-        exported = max(exported, asynctrace.stats().exported)
+            # Flushes the current tracer; a replaced one was shut down (and flushed).
+            await (asynctrace.flush() if asynctrace.get_tracer() is tracer else tracer.shutdown())
+            exported += tracer.stats().exported - before
         results.append(
             {
                 "first_line": block.splitlines()[0],

@@ -12,13 +12,15 @@ from hypothesis import strategies as st
 from asynctrace.model import (
     IndexEntry,
     Span,
+    SpanDecodeError,
     SpanLog,
+    decode_span,
     encode_index_entry,
     encode_indexed_span,
     encode_span,
     round_ms,
 )
-from asynctrace.model.codec import _encode_span_reference, _ms_json
+from asynctrace.model.codec import _encode_span_reference, _ms_json, spans_of
 
 # Any text: quotes, backslashes, control characters, non-ASCII, lone surrogates.
 texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
@@ -147,3 +149,26 @@ def test_an_indexed_span_encodes_as_its_span_json_score_and_index_entry(span: Sp
         assert math.isnan(start)
     else:
         assert float(score) == rounded == start
+
+
+# -- entries nested past the recursion limit (readers survive any stored data) ---------
+
+
+def test_a_span_entry_nested_past_the_recursion_limit_is_a_decode_error() -> None:
+    with pytest.raises(SpanDecodeError, match="nested too deeply"):
+        decode_span("[" * 100_000)
+    valid = build_span(
+        ("0af7651916cd43dd8448eb211c80319c", "00f067aa0ba902b7", None),
+        ("orders", "GET /orders", "server", "ok"),
+        (1_700_000_000_000.0, 5.0),
+        None,
+        None,
+    )
+    entries = ["[" * 100_000, '{"tags": ' + "[" * 100_000, encode_span(valid)]
+    spans, corrupt = spans_of(entries)
+    assert (len(spans), corrupt) == (1, 2)
+
+
+def test_an_index_entry_nested_past_the_recursion_limit_is_a_decode_error() -> None:
+    with pytest.raises(SpanDecodeError, match="not a trace index entry"):
+        IndexEntry.decode("[" * 100_000)

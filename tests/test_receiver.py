@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -189,6 +191,33 @@ async def test_a_refused_request_writes_nothing(
     assert response.status == status
     assert await response.text()
     assert await _key_count(redis_url) == 0
+
+
+async def test_an_undecodable_body_is_a_400_that_closes_without_an_unhandled_exception(
+    receiver: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp drained the unread body after the reply, which raised the decoding error
+    # again and logged it as "Unhandled exception" with a traceback. Raw HTTP, read to
+    # the server's close: whatever the server logs for this request is logged by then.
+    body = b"not gzip"
+    request = (
+        f"POST {TRACES_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with caplog.at_level(logging.DEBUG, logger="aiohttp"):
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(receiver.host, receiver.port)
+            try:
+                writer.write(request)
+                reply = await reader.read()
+            finally:
+                writer.close()
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\nConnection: close\r\n" in reply
+    assert [
+        record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR
+    ] == []
 
 
 async def test_deeply_nested_json_is_a_400(receiver: TestClient[Any, Any]) -> None:

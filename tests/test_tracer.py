@@ -92,3 +92,15 @@ def test_configure_without_a_loop_starts_exporting_in_the_first_loop() -> None:
 
     asyncio.run(work())
     assert [span.operation for span in exporter.spans] == ["in-loop"]
+
+
+@pytest.mark.parametrize(
+    "exporter",
+    [object(), "redis://127.0.0.1:6379/0", [InMemoryExporter(), object()]],
+    ids=["object", "url", "list-with-an-object"],
+)
+def test_an_exporter_that_is_not_one_is_refused_at_setup(exporter: object) -> None:
+    # An object used to fail as "'object' object is not iterable", and a list holding
+    # one failed every batch at export time.
+    with pytest.raises(TypeError, match=r"^exporter must be a SpanExporter .* or a list of them"):
+        Tracer(service="svc", exporter=exporter)  # type: ignore[arg-type]

@@ -66,7 +66,8 @@ class OTLPExporter:
     a partial success are counted in ``rejected_spans`` (the endpoint's message in
     ``last_rejection``). Only sampled spans, and the
     error spans of unsampled traces, are sent. The constructor raises
-    ``ValueError`` for bad arguments; nothing here blocks the loop.
+    ``ValueError`` for bad arguments (``encoding="protobuf"`` without
+    ``opentelemetry-proto`` too); nothing here blocks the loop.
     """
 
     def __init__(
@@ -95,6 +96,12 @@ class OTLPExporter:
             raise ValueError("backoff delays must satisfy 0 < backoff_initial_s <= backoff_max_s")
         if encoding is None:
             encoding = "protobuf" if otlp_proto.is_available() else "json"
+        elif encoding == "protobuf" and not otlp_proto.is_available():
+            # Refused here: every batch would otherwise fail and be dropped.
+            raise ValueError(
+                "encoding='protobuf' needs opentelemetry-proto: "
+                "pip install 'asynctrace[otlp]', or pass encoding='json'"
+            )
         self.endpoint = endpoint
         self.encoding: Literal["protobuf", "json"] = encoding
         self.compression = compression

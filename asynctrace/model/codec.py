@@ -177,7 +177,12 @@ def decode_span(raw: str | bytes, *, limits: Limits | None = None) -> Span:
     Bytes that are not UTF-8 become U+FFFD rather than costing the whole span.
     ``limits``: see ``Span.from_dict``.
     """
-    return Span.from_dict(_json_of(raw, "not valid JSON"), limits=limits)
+    data = _json_of(raw, "not valid JSON")
+    try:
+        return Span.from_dict(data, limits=limits)
+    except RecursionError as exc:
+        # A tag value nested nearly as deep as the parser allows, turned into text.
+        raise SpanDecodeError("nested too deeply") from exc
 
 
 def _json_of(raw: str | bytes, problem: str) -> Any:

@@ -59,6 +59,15 @@ is escaped; the app only answers GET and HEAD.
 
 from __future__ import annotations
 
+# Imported here, before the modules that use them, so a missing extra is one clear line.
+try:
+    import aiohttp_jinja2  # noqa: F401
+    import jinja2  # noqa: F401
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "asynctrace.web needs the 'web' extra: pip install 'asynctrace[web]'", name=exc.name
+    ) from exc
+
 from asynctrace.web._app import create_app, serve
 
 __all__ = ["create_app", "serve"]

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_response import StreamResponse
 
+from asynctrace._loopback import is_loopback_host, listening_url, valid_token
 from asynctrace.analysis import format_ms, trace_report
 from asynctrace.errors import InvalidQueryError
 from asynctrace.ids import is_valid_trace_id
@@ -36,12 +37,7 @@ from asynctrace.web._aggregates import (
 from asynctrace.web._assets import Assets
 from asynctrace.web._errors import TraceNotFound, error_middleware, error_response
 from asynctrace.web._queries import Listing, list_traces, similar_traces
-from asynctrace.web._security import (
-    add_security_headers,
-    is_loopback_host,
-    security_middleware,
-    valid_token,
-)
+from asynctrace.web._security import add_security_headers, security_middleware
 from asynctrace.web._views import (
     format_time,
     service_class,
@@ -84,7 +80,7 @@ def create_app(
     ``clock`` (epoch seconds, ``time.time`` by default) is what "today" and periods
     such as "the last 24 h" count from; tests fix it to the instant their data has.
     """
-    token = valid_token(token)
+    token = valid_token(token, server="dashboard")
     app = web.Application(
         middlewares=[
             security_middleware(token, error_response),
@@ -146,7 +142,7 @@ async def serve(
     when the port is taken. On cancellation the server stops and the cancellation
     propagates; ``store`` stays open.
     """
-    token = valid_token(token)
+    token = valid_token(token, server="dashboard")
     if token is None and not is_loopback_host(host):
         raise ValueError(
             f"refusing to serve traces on {host!r} without a token: anyone who can reach "
@@ -161,14 +157,16 @@ async def serve(
         handle_signals=False,
         access_log=logging.getLogger("asynctrace.web.access"),
         access_log_class=_AccessLogger,
+        # The dashboard reads no request body: one left unread closes the connection
+        # instead of being drained, where a body that fails to decompress made aiohttp
+        # log an "Unhandled exception" traceback.
+        lingering_time=0,
     )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        url = f"http://{shown}:{bound_port}/"
+        url = listening_url(runner, "/")
         _logger.info("asynctrace dashboard listening on %s", url)
         if on_listening is not None:
             on_listening(url)

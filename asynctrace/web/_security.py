@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from asynctrace._loopback import host_name, is_loopback_host
+
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "COOKIE_NAME",
     "add_security_headers",
-    "is_loopback_host",
     "security_middleware",
-    "valid_token",
 ]
 
 CONTENT_SECURITY_POLICY = (
@@ -55,30 +54,6 @@ _HEADERS = {
 }
 
 
-def valid_token(token: str | None) -> str | None:
-    """``token`` itself, or None for no token. Raises ``ValueError`` for an empty one."""
-    if token is None:
-        return None
-    if not token.strip():
-        raise ValueError("the dashboard token must be a non-empty string")
-    if token != token.strip() or any(ord(char) < 0x21 or ord(char) == 0x7F for char in token):
-        raise ValueError("the dashboard token must not contain spaces or control characters")
-    return token
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (``127.0.0.1``, ``::1``)."""
-    name = host.strip().rstrip(".").lower()
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: the security headers, and no caching of trace data."""
     for name, value in _HEADERS.items():
@@ -99,7 +74,7 @@ def _host_middleware(refuse: Refuse) -> Middleware:
         # getfqdn() when it is missing. A request without Host did not come from a
         # browser (they always send one), so it cannot be a rebinding attack.
         header = request.headers.get("Host")
-        if header is not None and not is_loopback_host(_host_name(header)):
+        if header is not None and not is_loopback_host(host_name(header)):
             return refuse(
                 request,
                 403,
@@ -110,16 +85,6 @@ def _host_middleware(refuse: Refuse) -> Middleware:
         return await handler(request)
 
     return loopback_host_only
-
-
-def _host_name(header: str) -> str:
-    """The host of a Host header: ``[::1]:8080`` is ``::1``, ``localhost:80`` is ``localhost``."""
-    header = header.strip()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    if header.count(":") == 1:
-        return header.split(":", 1)[0]
-    return header
 
 
 def _token_middleware(token: str, refuse: Refuse) -> Middleware:

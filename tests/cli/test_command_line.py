@@ -9,6 +9,8 @@ import re
 import shlex
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +40,30 @@ def test_without_click_the_command_names_its_extra_in_one_line(tmp_path: Path) -
     assert out.stdout == ""
     assert out.stderr == (
         "error: the asynctrace command needs the 'cli' extra: pip install 'asynctrace[cli]'\n"
+    )
+
+
+def test_serve_without_the_web_extra_names_it_in_one_line(tmp_path: Path) -> None:
+    out = python_without(["aiohttp_jinja2"], ["-m", "asynctrace", "serve"], tmp_path)
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == (
+        "error: the dashboard needs the 'web' extra: pip install 'asynctrace[web]'\n"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_demo_serve_without_the_web_extra_stops_before_the_demo_runs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    out = python_without(
+        ["jinja2"],
+        ["-m", "asynctrace", "demo", "--serve", "--redis-url", redis_url, "--prefix", "web15:"],
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "started" not in out.stdout
+    assert out.stderr == (
+        "error: the dashboard needs the 'web' extra: pip install 'asynctrace[web]'\n"
     )
 
 
@@ -85,6 +111,21 @@ def test_options_after_the_command_win_over_those_before_and_the_environment(
     assert SEED_ID in result.stdout
 
 
+# -- the terminal's width --------------------------------------------------------------------
+
+
+def test_a_huge_terminal_width_draws_at_most_1000_columns(redis_url: str) -> None:
+    # COLUMNS=300000000 made each waterfall row that long: a MemoryError traceback.
+    # (5000 shows the cap without the memory a regression would then take.)
+    export(redis_url, seed_trace(recent_start()), prefix="issue15w:")
+    result = invoke(
+        "show", SEED_ID, "--redis-url", redis_url, "--prefix", "issue15w:",
+        env={"COLUMNS": "5000"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) == 1000
+
+
 # -- a bare asynctrace ---------------------------------------------------------------------
 
 
@@ -99,20 +140,15 @@ def test_a_bare_asynctrace_prints_the_usage_on_several_lines() -> None:
     assert result.stdout == invoke("--help").stdout
 
 
-# -- serve and receive --port 0 --------------------------------------------------------
+# -- serve / receive --port 0 -------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    ("command", "announced", "probe"),
-    [
-        ("serve", r"serving the dashboard on (http://127\.0\.0\.1:(\d+)/) .*\n", "api/health"),
-        ("receive", r"receiving OTLP on (http://127\.0\.0\.1:(\d+)/)v1/traces .*\n", ""),
-    ],
-)
-async def test_a_server_on_port_0_prints_the_address_it_listens_on(
-    redis_url: str, command: str, announced: str, probe: str
-) -> None:
+@asynccontextmanager
+async def listening(command: str, redis_url: str, announcement: str) -> AsyncIterator[str]:
+    """Run ``asynctrace COMMAND --port 0 --redis-url URL`` (the connection option after
+    the command); yield the URL its first line announces, which must fully match
+    ``announcement`` (group 1 the URL, group 2 the port). Ctrl-C stops it, without a
+    traceback."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -131,21 +167,37 @@ async def test_a_server_on_port_0_prints_the_address_it_listens_on(
         assert process.stdout is not None
         async with asyncio.timeout(30):
             line = (await process.stdout.readline()).decode()
-        found = re.fullmatch(announced, line)
+        found = re.fullmatch(announcement, line)
         assert found is not None, line
         assert int(found[2]) > 0
-        # Something answers there: the dashboard's health check; the receiver's 404
-        # for a path it does not serve.
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(found[1] + probe) as response,
-        ):
-            assert response.status == (200 if probe else 404)
+        yield found[1]
     finally:
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             _, stderr = await process.communicate()
-    assert b"Traceback" not in stderr
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+@pytest.mark.timeout(60)
+async def test_serve_on_port_0_prints_the_address_it_listens_on(redis_url: str) -> None:
+    pattern = r"serving the dashboard on (http://127\.0\.0\.1:(\d+)/) .*\n"
+    async with (
+        listening("serve", redis_url, pattern) as url,
+        aiohttp.ClientSession() as session,
+        session.get(url + "api/health") as response,
+    ):
+        assert response.status == 200
+
+
+@pytest.mark.timeout(60)
+async def test_receive_on_port_0_prints_the_address_it_listens_on(redis_url: str) -> None:
+    pattern = r"receiving OTLP on (http://127\.0\.0\.1:(\d+)/v1/traces) .*\n"
+    async with (
+        listening("receive", redis_url, pattern) as url,
+        aiohttp.ClientSession() as session,
+        session.post(url, json={"resourceSpans": []}) as response,
+    ):
+        assert response.status == 200, await response.text()
 
 
 # -- the demo's hints ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -193,3 +194,21 @@ def test_invalid_settings_fail_fast() -> None:
         asynctrace.configure(sample_rate=2)
     with pytest.raises(ValueError, match="batch_size"):
         ExportQueue(InMemoryExporter(), batch_size=0)
+
+
+async def test_an_outage_is_reported_in_one_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = FlakyExporter()
+    exporter.down = True
+    queue = ExportQueue(exporter, max_queue=50, batch_size=10, max_delay_s=0, sleep=no_wait)
+    queue.start()
+    queue.append(span(0))
+    with caplog.at_level(logging.WARNING, logger="asynctrace"):
+        assert not await queue.flush()
+    await queue.shutdown(0)
+    records = [record for record in caplog.records if "export failed" in record.getMessage()]
+    assert [record.getMessage() for record in records] == [
+        "asynctrace: export failed, will retry (ConnectionError: redis is down)"
+    ]
+    assert not records[0].exc_info

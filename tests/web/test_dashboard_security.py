@@ -308,3 +308,39 @@ async def test_serve_runs_until_cancelled_and_keeps_tokens_out_of_the_access_log
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as session:
             await session.get(f"http://127.0.0.1:{port}/api/health")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_body_that_does_not_decompress_is_answered_without_an_unhandled_exception(
+    store: TraceStore, caplog: pytest.LogCaptureFixture, method: str
+) -> None:
+    urls: list[str] = []
+    listening = asyncio.Event()
+    task = asyncio.create_task(
+        serve(store, port=0, on_listening=lambda url: (urls.append(url), listening.set()))
+    )
+    body = b"not gzip"
+    request = (
+        f"{method} /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiohttp"):
+            async with asyncio.timeout(10):
+                await listening.wait()
+                port = int(urls[0].rsplit(":", 1)[1].rstrip("/"))
+                # Read to the server's close: what it logs for the request is logged by then.
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    writer.write(request)
+                    reply = await reader.read()
+                finally:
+                    writer.close()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert reply.startswith(b"HTTP/1.1 200 " if method == "GET" else b"HTTP/1.1 405 ")
+    assert [
+        record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR
+    ] == []
