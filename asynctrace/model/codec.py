@@ -117,8 +117,15 @@ def _span_fields(span: Span) -> dict[str, Any] | None:
 
 
 def _logs_fields(logs: list[SpanLog]) -> list[dict[str, Any]]:
+    """The logs for orjson; raises for a timestamp that is not a plain float in
+    [0, 2**42) (orjson writes NaN and infinities as null, json.dumps as NaN and
+    Infinity: the reference path encodes those)."""
     return [
-        {"timestamp": round_ms(log.timestamp), "message": log.message, "level": log.level}
+        {
+            "timestamp": round(_checked_ms(log.timestamp) * 1000.0) / 1000.0,
+            "message": log.message,
+            "level": log.level,
+        }
         for log in logs
     ]
 
@@ -192,9 +199,11 @@ def _json_of(raw: str | bytes, problem: str) -> Any:
         raise SpanDecodeError(problem)
     try:
         return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        # RecursionError: "[" * 100_000, say; the C parser gives up, as it should.
+    except ValueError as exc:
         raise SpanDecodeError(problem) from exc
+    except RecursionError as exc:
+        # "[" * 100_000, say: the C parser gives up, as it should.
+        raise SpanDecodeError(f"{problem}: nested too deeply") from exc
 
 
 def utc_day(epoch_ms: float) -> str:

@@ -209,6 +209,6 @@ async def test_an_outage_is_reported_in_one_line_without_a_traceback(
     await queue.shutdown(0)
     records = [record for record in caplog.records if "export failed" in record.getMessage()]
     assert [record.getMessage() for record in records] == [
-        "asynctrace: export failed, will retry (ConnectionError: redis is down)"
+        "asynctrace: export failed, will retry: ConnectionError: redis is down"
     ]
     assert not records[0].exc_info
