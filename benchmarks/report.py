@@ -55,7 +55,8 @@ class Table:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One of issue 7's targets, checked against this run. ``met`` None: not measured."""
+    """A target of the speed issues (7, 20), checked against this run; ``met`` None:
+    not measured."""
 
     text: str
     measured: str

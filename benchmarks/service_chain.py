@@ -119,10 +119,15 @@ def run(options: Options) -> ScenarioResult:
         table,
         [
             Target(
+                "traced requests/s >= 70% of untraced",
+                f"{traced[2].median / bare[2].median:.0%}",
+                traced[2].median >= 0.7 * bare[2].median,
+            ),
+            Target(
                 "(no target) end-to-end p50 with / without tracing",
                 ratio(traced[0].median, bare[0].median),
                 None,
-            )
+            ),
         ],
         data,
     )
