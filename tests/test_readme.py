@@ -58,6 +58,7 @@ def test_public_names_are_exactly_all() -> None:
 # -- every code block runs ----------------------------------------------------------------
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 README_REDIS_URL = "redis://localhost:6379/0"
 BAR = re.compile("[█░]")
 
@@ -200,11 +201,14 @@ def test_every_asynctrace_command_shown_exists_with_those_options() -> None:
         assert options <= _command_options(command) | group_options, mention
 
 
-def test_every_benchmark_the_readme_names_exists() -> None:
+def test_every_benchmark_the_readme_and_docs_name_exists() -> None:
     from benchmarks.__main__ import SCENARIOS
     from benchmarks.instructions import CASES
 
-    text = README.read_text(encoding="utf-8")
+    # The README and the docs it links to (docs/performance.md holds the derivations).
+    text = "\n".join(
+        path.read_text(encoding="utf-8") for path in (README, *sorted(DOCS.glob("*.md")))
+    )
     scenarios = re.findall(r"python -m benchmarks ([a-z]+)", text)
     cases = re.findall(r"python -m benchmarks\.instructions ([a-z]+)", text)
     assert scenarios
