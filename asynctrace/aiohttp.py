@@ -385,4 +385,12 @@ def _host_of(url: URL) -> str:
 
 
 def _safe_url(url: URL) -> str:
-    return str(url.with_user(None).with_query(None).with_fragment(None))
+    # Each with_*() builds a new URL: only ask for the ones there is something to cut.
+    # (yarl drops an empty "?" or "#" itself; a password can come without a user.)
+    if url.raw_user is not None or url.raw_password is not None:
+        url = url.with_user(None)
+    if url.raw_query_string:
+        url = url.with_query(None)
+    if url.raw_fragment:
+        url = url.with_fragment(None)
+    return str(url)
