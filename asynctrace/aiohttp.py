@@ -214,16 +214,50 @@ class _ServerTracing:
         self.middleware = self._make_middleware()
 
     def _make_middleware(self) -> Middleware:
-        start = self.start
+        # The request path reads its settings from the closure, not from self, and
+        # starts the span inline (no start() call): a call and a few attribute loads
+        # per request.
         finish = self.finish
+        names_of = self._names_of
+        names = self.names
+        service = self.service
         error_status = self.error_status
+        exclude_paths = self.exclude_paths
+        stores = self.stores
 
         @web.middleware
         async def asynctrace_middleware(
             request: web.Request, handler: Handler
         ) -> web.StreamResponse:
+            server: ActiveSpan | None = None
             try:
-                server = start(request)
+                # rel_url.path is request.path without reify's first-access cost.
+                path = request.rel_url.path
+                if not exclude_paths or path not in exclude_paths:
+                    method = request.method
+                    route = request.match_info.route
+                    named = names.get(route)
+                    if named is None:
+                        named = names_of(route, method)
+                    operation, template = named
+                    headers = request.headers
+                    # Most requests carry no context: skip the parser for them.
+                    parent = (
+                        extract(headers)
+                        if _TRACEPARENT in headers or _TRACE_ID in headers
+                        else None
+                    )
+                    server = span(operation, kind="server", service=service, parent=parent)
+                    # The Host header itself, not request.host: for a request without
+                    # one, aiohttp before the fix of aio-libs/aiohttp#9308 falls back to
+                    # socket.getfqdn(), a blocking call on the loop. No header, no tag.
+                    host = headers.get(_HOST)
+                    tag_request(server, method, path, template, host, request.remote)
+                    if parent is not None:
+                        tag_caller(server, parent)
+                    if stores:
+                        request[_TRACE_ID_KEY] = server.trace_id
+                    server.__enter__()
             except Exception as exc:
                 report_internal_error("server span start failed", exc)
                 server = None
@@ -260,36 +294,6 @@ class _ServerTracing:
             return response
 
         return asynctrace_middleware
-
-    def start(self, request: web.Request) -> ActiveSpan | None:
-        """Start the request's span and make it current; None for an excluded path."""
-        # rel_url.path is request.path without reify's first-access cost.
-        path = request.rel_url.path
-        if self.exclude_paths and path in self.exclude_paths:
-            return None
-        method = request.method
-        route = request.match_info.route
-        names = self.names.get(route)
-        if names is None:
-            names = self._names_of(route, method)
-        operation, template = names
-
-        headers = request.headers
-        # Most requests carry no context: skip the parser for them.
-        parent = extract(headers) if _TRACEPARENT in headers or _TRACE_ID in headers else None
-        server = span(operation, kind="server", service=self.service, parent=parent)
-
-        # The Host header itself, not request.host: for a request without one, aiohttp
-        # before the fix of aio-libs/aiohttp#9308 falls back to socket.getfqdn(), a
-        # blocking call on the loop. No header, no http.host tag.
-        host = headers.get(_HOST)
-        tag_request(server, method, path, template, host, request.remote)
-        if parent is not None:
-            tag_caller(server, parent)
-        if self.stores:
-            request[_TRACE_ID_KEY] = server.trace_id
-        server.__enter__()
-        return server
 
     def _names_of(self, route: AbstractRoute, method: str) -> tuple[str, str | None]:
         resource = route.resource
@@ -423,4 +427,12 @@ def _host_of(url: URL) -> str:
 
 
 def _safe_url(url: URL) -> str:
-    return str(url.with_user(None).with_query(None).with_fragment(None))
+    # Each with_*() builds a new URL: only ask for the ones there is something to cut.
+    # (yarl drops an empty "?" or "#" itself; a password can come without a user.)
+    if url.raw_user is not None or url.raw_password is not None:
+        url = url.with_user(None)
+    if url.raw_query_string:
+        url = url.with_query(None)
+    if url.raw_fragment:
+        url = url.with_fragment(None)
+    return str(url)

@@ -132,6 +132,9 @@ _MAX_CACHED_TEXT = _MAX_PROPAGATED_TRACESTATE
 _MAX_CACHED_ENTRIES = 256
 _parsed_tracestates: dict[str, str] = {}
 _callers: dict[str, str | None] = {}
+# Outgoing tracestate values by (incoming tracestate, service): every client call of a
+# trace makes the same one, and a service sees few distinct incoming values.
+_outgoing_with_caller: dict[str, str] = {}
 _UNKNOWN = object()
 _T = TypeVar("_T")
 # SpanContext without its Python-level __new__: extract() runs once per request.
@@ -582,6 +585,12 @@ def _with_caller(tracestate: str, service: str) -> str:
     within 32 members and 512 characters by dropping entries from the right. A name
     too long for a tracestate value is not sent at all (no truncated, wrong caller).
     """
+    # tracestate is printable ASCII here (_outgoing_tracestate), so no newline: the
+    # key names exactly one pair.
+    key = f"{tracestate}\n{service}"
+    known = _outgoing_with_caller.get(key)
+    if known is not None:
+        return known
     value = _vendor_value(service)
     if len(value) > _MAX_TRACESTATE_VALUE:
         return tracestate
@@ -591,4 +600,6 @@ def _with_caller(tracestate: str, service: str) -> str:
         if member and not member.startswith(_VENDOR_PREFIX)
     ]
     members = [_VENDOR_PREFIX + value, *others][:_MAX_TRACESTATE_MEMBERS]
-    return _truncate_tracestate(members)
+    result = _truncate_tracestate(members)
+    _remember(_outgoing_with_caller, key, result)
+    return result

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler, Middleware
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
+from yarl import URL
 
 import asynctrace
 from asynctrace import _ratelimit
@@ -1199,3 +1200,24 @@ def test_module_exports_exactly_its_public_api() -> None:
     assert traced_aiohttp.__all__ == ["client_trace_config", "middleware", "setup"]
     for name in traced_aiohttp.__all__:
         assert callable(getattr(traced_aiohttp, name))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://payment:8080/pay", "http://payment:8080/pay"),
+        ("http://u:p@h:81/p?q=1#f", "http://h:81/p"),
+        ("http://user@h/p", "http://h/p"),
+        ("http://:password@h/p", "http://h/p"),
+        ("http://h/p?token=s3cret", "http://h/p"),
+        ("http://h/p#fragment", "http://h/p"),
+        ("http://h/p?#", "http://h/p"),
+        ("http://[::1]:8080/a%20b?x=1", "http://[::1]:8080/a%20b"),
+    ],
+)
+def test_client_url_tag_cuts_only_what_is_there(url: str, expected: str) -> None:
+    # The http.url tag skips the with_*() calls for parts the URL does not have; the
+    # text is what cutting all three always gave.
+    parsed = URL(url)
+    assert traced_aiohttp._safe_url(parsed) == expected
+    assert expected == str(parsed.with_user(None).with_query(None).with_fragment(None))

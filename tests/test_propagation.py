@@ -1072,3 +1072,20 @@ def test_traceparent_check_agrees_with_the_w3c_grammar(value: str) -> None:
     if fields is not None:
         flags = int(value[53:55], 16)
         assert fields == (value[3:35], value[36:52], flags & 1 == 1, flags & 2 == 2)
+
+
+def test_outgoing_tracestate_is_remembered_per_incoming_value_and_service() -> None:
+    # Each pair gets its own entry: the same incoming tracestate sent by two services,
+    # and by one service again, reads as building it afresh would.
+    propagation._outgoing_with_caller.clear()
+    incoming = "asynctrace=gateway,other=1"
+    parent = SpanContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", True, incoming)
+    sent = {}
+    for service in ("orders", "payment", "orders"):
+        with asynctrace.span("call", service=service, parent=parent) as call:
+            sent.setdefault(service, []).append(trace_headers(call)["tracestate"])
+    assert sent == {
+        "orders": ["asynctrace=orders,other=1"] * 2,
+        "payment": ["asynctrace=payment,other=1"],
+    }
+    assert len(propagation._outgoing_with_caller) == 2
