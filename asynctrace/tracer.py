@@ -80,6 +80,12 @@ class Tracer:
             raise ValueError("sample_rate must be between 0.0 and 1.0")
         if tail_max_spans < 0 or not tail_max_age_s > 0:
             raise ValueError("tail_max_spans must be >= 0 and tail_max_age_s above 0")
+        # Checked here too, not only by the queue: without an exporter there is no
+        # queue, and a bad value must still be refused at setup, not on a later configure.
+        if max_queue < 1 or batch_size < 1 or max_in_flight < 1 or max_delay_s < 0:
+            raise ValueError(
+                "max_queue, batch_size and max_in_flight must be at least 1, max_delay_s >= 0"
+            )
         self.service = (
             service
             or os.environ.get("ASYNCTRACE_SERVICE")

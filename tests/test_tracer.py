@@ -104,3 +104,15 @@ def test_an_exporter_that_is_not_one_is_refused_at_setup(exporter: object) -> No
     # one failed every batch at export time.
     with pytest.raises(TypeError, match=r"^exporter must be a SpanExporter .* or a list of them"):
         Tracer(service="svc", exporter=exporter)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_queue": 0}, {"batch_size": 0}, {"max_in_flight": 0}, {"max_delay_s": -1.0}],
+    ids=["max_queue", "batch_size", "max_in_flight", "max_delay_s"],
+)
+def test_queue_options_are_refused_at_setup_even_without_an_exporter(
+    options: dict[str, float],
+) -> None:
+    with pytest.raises(ValueError, match="must be at least 1, max_delay_s >= 0"):
+        Tracer(service="svc", **options)  # type: ignore[arg-type]
