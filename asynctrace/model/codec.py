@@ -77,10 +77,9 @@ _DECIMALS = tuple(f"{micros:03d}".rstrip("0") or "0" for micros in range(1000))
 
 
 def _ms_json(value: float) -> str:
-    """``json.dumps(round_ms(value))`` for a plain float in [0, 2**42), else raise."""
-    if type(value) is not float or not 0.0 <= value < _FAST_MS_LIMIT:
-        raise ValueError("not a plain float in range")
-    micros = round(value * 1000.0)
+    """``json.dumps(round_ms(value))`` for a plain float in [0, 2**42), else raise;
+    the index score's text, written without formatting a float."""
+    micros = round(_checked_ms(value) * 1000.0)
     return f"{micros // 1000}.{_DECIMALS[micros % 1000]}"
 
 
@@ -122,7 +121,7 @@ def _logs_fields(logs: list[SpanLog]) -> list[dict[str, Any]]:
     Infinity: the reference path encodes those)."""
     return [
         {
-            "timestamp": round(_checked_ms(log.timestamp) * 1000.0) / 1000.0,
+            "timestamp": round_ms(_checked_ms(log.timestamp)),
             "message": log.message,
             "level": log.level,
         }
@@ -158,7 +157,6 @@ def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
     if fields is None:
         return None
     start = fields["startTime"]
-    micros = round(start * 1000.0)
     index = [
         fields["traceId"],
         fields["spanId"],
@@ -172,7 +170,7 @@ def _encode_indexed_fast(span: Span) -> tuple[str, str, str] | None:
     ]
     return (
         _dumps(fields).decode(),
-        f"{micros // 1000}.{_DECIMALS[micros % 1000]}",
+        _ms_json(start),  # start is rounded already: rounding again keeps it
         _dumps(index).decode(),
     )
 
@@ -245,8 +243,8 @@ def _index_json_fast(
                 service,
                 operation,
                 status,
-                round(_checked_ms(duration) * 1000.0) / 1000.0,
-                round(_checked_ms(start_time) * 1000.0) / 1000.0,
+                round_ms(_checked_ms(duration)),
+                round_ms(_checked_ms(start_time)),
                 1 if is_root else 0,
                 error,
             ]
