@@ -758,27 +758,14 @@ def serve(settings: _Settings, host: str, port: int, token: str | None) -> None:
 
     store = _store(settings)
 
-    async def run() -> None:
+    def announce(url: str) -> None:
+        click.echo(f"serving the dashboard on {url} (Ctrl-C to stop)")
+
+    async def dashboard() -> None:
         async with store:
+            await serve_dashboard(store, host=host, port=port, token=token, on_listening=announce)
 
-            def announce(url: str) -> None:
-                click.echo(f"serving the dashboard on {url} (Ctrl-C to stop)")
-
-            try:
-                await serve_dashboard(
-                    store, host=host, port=port, token=token, on_listening=announce
-                )
-            except OSError as exc:
-                raise AsynctraceError(
-                    f"cannot serve on {host}:{port}: {exc.strerror or exc}"
-                ) from None
-
-    with _reported():
-        try:
-            _run_until_stopped(run())
-        except ValueError as exc:
-            # serve() refuses a public address without a token, and a bad token.
-            raise click.UsageError(str(exc)) from None
+    _serve_until_stopped(dashboard, host, port)
 
 
 @main.command(short_help="Receive OpenTelemetry spans (OTLP/HTTP) into the trace store.")
@@ -801,16 +788,27 @@ def receive(settings: _Settings, host: str, port: int, token: str | None) -> Non
     def announce(url: str) -> None:
         click.echo(f"receiving OTLP on {url} (Ctrl-C to stop)")
 
+    async def receiver() -> None:
+        await serve_receiver(
+            settings.redis_url,
+            host=host,
+            port=port,
+            token=token,
+            prefix=settings.prefix,
+            on_listening=announce,
+        )
+
+    _serve_until_stopped(receiver, host, port)
+
+
+def _serve_until_stopped(server: Callable[[], Awaitable[None]], host: str, port: int) -> None:
+    """Run ``server()`` until Ctrl-C. A port that cannot be bound is one error line
+    (status 1); a public address without a token, or a bad token, which the servers
+    refuse with ``ValueError`` before opening a socket, is a usage error (status 2)."""
+
     async def run() -> None:
         try:
-            await serve_receiver(
-                settings.redis_url,
-                host=host,
-                port=port,
-                token=token,
-                prefix=settings.prefix,
-                on_listening=announce,
-            )
+            await server()
         except OSError as exc:
             raise AsynctraceError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -818,7 +816,6 @@ def receive(settings: _Settings, host: str, port: int, token: str | None) -> Non
         try:
             _run_until_stopped(run())
         except ValueError as exc:
-            # serve() refuses a public address without a token, and a bad token.
             raise click.UsageError(str(exc)) from None
 
 
