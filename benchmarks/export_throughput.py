@@ -30,6 +30,7 @@ from redis.asyncio.connection import Connection, ConnectionPool
 import asynctrace
 from asynctrace import keys
 from asynctrace.export import ExportQueue, RedisExporter, redis_exporter
+from asynctrace.export._guarded import GuardedCommands
 from asynctrace.model import Span
 from asynctrace.testing import RedisServer
 from asynctrace.tracer import reset_tracer
@@ -81,13 +82,18 @@ async def _export_all(exporter: RedisExporter, spans: Sequence[Span]) -> tuple[f
 
 
 def _made_batches(exporter: RedisExporter, spans: Sequence[Span]) -> list[tuple[bytes, int]]:
-    """Each batch's packed commands as the exporter makes them: (bytes, command count)."""
+    """Each batch's commands as the (guarded) exporter makes them: (bytes, replies)."""
     made = []
     for start in range(0, len(spans), BATCH):
-        packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
-        parts = [packed.take() for _ in exporter._fill(packed, spans[start : start + BATCH])]
-        parts.append(packed.take())
-        made.append((b"".join(parts), packed.count))
+        batch = spans[start : start + BATCH]
+        guarded = GuardedCommands(
+            exporter.trace_ttl_s, redis_exporter.batch_id(batch), prefix=exporter.prefix
+        )
+        writes = [
+            guarded.take_ready() for _ in exporter._fill(guarded, batch, end_part=guarded.end_part)
+        ]
+        writes.append(guarded.finish())
+        made.append((b"".join(writes), guarded.replies))
     return made
 
 

@@ -112,6 +112,7 @@ def _middleware_case(variant: str, iterations: int) -> None:
 
 def _export_case(variant: str, iterations: int) -> None:
     from asynctrace.export import redis_exporter
+    from asynctrace.export._guarded import GuardedCommands
     from asynctrace.export.aggregates import aggregate_commands
     from asynctrace.model import encode_indexed_span, encode_span
     from benchmarks.workload import finished_spans
@@ -136,10 +137,12 @@ def _export_case(variant: str, iterations: int) -> None:
         elif part == "aggregates":
             aggregate_commands(batch)
         else:
-            packed = redis_exporter._PackedCommands(exporter.trace_ttl_s)
-            for _ in exporter._fill(packed, batch):
-                packed.take()
-            packed.take()
+            guarded = GuardedCommands(
+                exporter.trace_ttl_s, redis_exporter.batch_id(batch), prefix=exporter.prefix
+            )
+            for _ in exporter._fill(guarded, batch, end_part=guarded.end_part):
+                guarded.take_ready()
+            guarded.finish()
         remaining -= len(batch)
 
 

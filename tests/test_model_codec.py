@@ -102,6 +102,8 @@ def test_index_entry_encoding_matches_the_dataclass_and_json_dumps(span: Span) -
 @example(1764236400123.9996)
 def test_millisecond_text_is_json_of_the_time_rounded_to_the_microsecond(value: float) -> None:
     assert _ms_json(value) == json.dumps(round_ms(value))
+    # round_ms rounds with float additions (2**52 on and off): exactly round()'s result.
+    assert round_ms(value) == round(value * 1000.0) / 1000.0
     # The rounding rule differs from round(value, 3) only on a tie in the last place.
     assert abs(round_ms(value) - round(value, 3)) <= 0.001 + math.ulp(value)
 

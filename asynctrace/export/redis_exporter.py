@@ -7,11 +7,12 @@ increments (keys and lifetimes in ``keys.py``).
 
 Two transports carry that run, each one round trip. A client whose pool makes
 redis-py's own socket connections (every URL, and most clients given directly) gets
-the commands written here as RESP text, as the arguments of one EVAL of a script
-that runs them only if the batch's guard key is new (``_GUARDED_BATCH``): a retry of
-a batch Redis applied but whose reply was lost (a timeout) changes nothing, so the
-per-hour counts stay exact and list entries are not doubled. The pool still does
-everything the URL asks for (auth, TLS, database, reconnect). Any other client
+the commands written here as RESP text: the list writes and increments inside
+guarded scripts that run them only if their guard key is new, the rest plainly
+(``_guarded.py``). A retry of a batch Redis applied but whose reply was lost (a
+timeout) changes nothing, so the per-hour counts stay exact and list entries are not
+doubled. The pool still does everything the URL asks for (auth, TLS, database,
+reconnect). Any other client
 (fakeredis, a cluster client, a custom connection class) gets a redis-py
 ``Pipeline``, unguarded: one round trip per node, at about twice the CPU per span,
 since it builds an object per command and encodes arguments one by one
@@ -27,7 +28,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -45,6 +46,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from asynctrace import keys
 from asynctrace._ratelimit import report_internal_error
 from asynctrace.export import _cluster
+from asynctrace.export._guarded import PART_SPANS, GuardedCommands
+from asynctrace.export._resp import ENCODING_ERRORS, bulk, bulks, error_text
 from asynctrace.export._trace_cap import TraceSpanCap
 from asynctrace.export.aggregates import aggregate_commands
 from asynctrace.export.protocol import BatchRejected
@@ -94,32 +97,6 @@ _TIMEOUT_S = 5.0
 _PACKABLE_CONNECTIONS: frozenset[type[AbstractConnection]] = frozenset(
     (Connection, SSLConnection, UnixDomainSocketConnection)
 )
-# Lone surrogates (aiohttp decodes header bytes with "surrogateescape") cannot be
-# UTF-8 encoded; backslashreplace writes them as "\udcxx", which inside span JSON is
-# the JSON escape of the same code point, so the entry still decodes to the same text.
-_ENCODING_ERRORS = "backslashreplace"
-# Lua's unpack() takes at most about 8,000 values: longer commands are split (every
-# long command here is a key and a list of members or entries).
-_MAX_COMMAND_ARGUMENTS = 4000
-
-# KEYS[1]: the batch's guard key; ARGV[1]: its lifetime (s); then each command as its
-# argument count followed by its arguments. Returns 0 for a batch already written,
-# else {commands that failed, the first failure's text}. A command's failure does
-# not stop the others, as in a pipeline.
-_GUARDED_BATCH = """\
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local failed, first, i, n = 0, '', 2, #ARGV
-while i <= n do
-  local count = tonumber(ARGV[i])
-  local reply = redis.pcall(unpack(ARGV, i + 1, i + count))
-  if type(reply) == 'table' and reply.err then
-    failed = failed + 1
-    if failed == 1 then first = reply.err end
-  end
-  i = i + count + 1
-end
-return {failed, first}
-"""
 
 
 class RedisCommandError(BatchRejected):
@@ -247,13 +224,12 @@ class RedisExporter:
                 )
                 failed, first_failure = _first_of(failures)
             elif _speaks_packed_resp(client) and self.is_idempotent:
-                packed = _PackedCommands(self.trace_ttl_s, as_arguments=True)
-                slices = self._fill(packed, spans)
-                guard_key = keys.batch_key(batch_id(spans), prefix=self.prefix)
+                guarded = GuardedCommands(self.trace_ttl_s, batch_id(spans), prefix=self.prefix)
+                slices = self._fill(guarded, spans, end_part=guarded.end_part)
                 failed, first_failure = await _write_guarded(
-                    client.connection_pool, packed, slices, guard_key, self.timeout_s
+                    client.connection_pool, guarded, slices, self.timeout_s
                 )
-                count = packed.count
+                count = guarded.count
             elif _speaks_packed_resp(client):
                 packed = _PackedCommands(self.trace_ttl_s)
                 slices = self._fill(packed, spans)
@@ -297,15 +273,27 @@ class RedisExporter:
                 f"{failed} of {count} Redis commands failed, first: {first_failure}"
             )
 
-    def _fill(self, commands: _Commands, spans: Sequence[Span]) -> Iterator[None]:
+    def _fill(
+        self,
+        commands: _Commands,
+        spans: Sequence[Span],
+        *,
+        end_part: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
         """Add the batch's commands to ``commands``, pausing (yielding) after about
         ``_SLICE_S`` of work each time: the caller lets the loop run before resuming,
-        and writes what is there every few slices, so Redis runs it while the rest is
-        encoded. A trace's spans go in one RPUSH (a trace too big for one slice in several, in
-        order), followed by its EXPIRE. Spans of unsampled traces that are not errors
-        only count in the aggregates (the tracer queues those for nothing else)."""
+        and writes what is there, so Redis runs it while the rest is encoded.
+
+        The aggregates' increments come first (they need no encoding), then each
+        trace's spans in one RPUSH (a trace too big for one slice in several, in
+        order) followed by its EXPIRE, then the index, slow-set and error-day
+        commands. With ``end_part`` (the guarded transport), a part ends every
+        ``PART_SPANS`` spans at a trace boundary, and the index entries of its local
+        roots follow it. Spans of unsampled traces that are not errors only count in
+        the aggregates (the tracer queues those for nothing else)."""
         prefix = self.prefix
         trace_key = keys.trace_key
+        index_key = keys.index_key(prefix=prefix)
         # Most traces have one span in a batch (a request's local root, or all of a
         # one-span request), so no list per trace: a trace's first span is kept in
         # first_of, and any later ones in others_of.
@@ -322,13 +310,25 @@ class RedisExporter:
                     others_of[trace_id] = [span]
                 else:
                     others.append(span)
-        noted = _BatchIndex(self.slow_threshold_ms, self.trace_cap)
-        encode = noted.encode
         clock = time.perf_counter
         deadline = clock() + _SLICE_S
+        # Summing is CPU work too: a chunk at a time, each well within a slice. The
+        # increments of two chunks add up in Redis as one chunk's would.
+        for first in range(0, len(aggregated), _AGGREGATE_CHUNK):
+            chunk = aggregated[first : first + _AGGREGATE_CHUNK]
+            for command in aggregate_commands(chunk, prefix=prefix, ttl_s=self.aggregate_ttl_s):
+                commands.command(*command)
+            if clock() >= deadline:
+                yield
+                deadline = clock() + _SLICE_S
+        noted = _BatchIndex(self.slow_threshold_ms, self.trace_cap)
+        encode = noted.encode
         # One-span traces since the clock was last read: each is too little work to
         # look at the clock after it, so that is done every _CHECK_EVERY of them.
         unchecked = 0
+        # Spans since the last part ended (with end_part): parts end at trace
+        # boundaries, after the same spans on every try of the batch.
+        in_part = 0
         for trace_id, first_span in first_of.items():
             key = trace_key(trace_id, prefix=prefix)
             others = others_of.get(trace_id) if others_of else None
@@ -337,6 +337,11 @@ class RedisExporter:
                 entry = encode(first_span)
                 if entry is not None:
                     commands.rpush_one_and_expire(key, entry)
+                if end_part is not None:
+                    in_part += 1
+                    if in_part >= PART_SPANS:
+                        _end_part(commands, end_part, index_key, noted)
+                        in_part = 0
                 if unchecked < _CHECK_EVERY:
                     continue
             else:
@@ -355,10 +360,17 @@ class RedisExporter:
                         deadline = clock() + _SLICE_S
                 if is_stored:
                     commands.rpush_and_expire(key, entries)
+                if end_part is not None:
+                    in_part += 1 + len(others)
+                    if in_part >= PART_SPANS:
+                        _end_part(commands, end_part, index_key, noted)
+                        in_part = 0
             unchecked = 0
             if clock() >= deadline:
                 yield
                 deadline = clock() + _SLICE_S
+        if end_part is not None:
+            _end_part(commands, end_part, index_key, noted)
         slow, errors_by_day, index = noted.slow, noted.errors_by_day, noted.index
         if slow:
             slow_key = keys.slow_key(prefix=prefix)
@@ -371,19 +383,11 @@ class RedisExporter:
             commands.command("SADD", errors_key, *trace_ids)
             commands.command("EXPIRE", errors_key, str(keys.ERRORS_TTL_S))
         if index:
-            index_key = keys.index_key(prefix=prefix)
-            oldest_ms = time.time() * 1000.0 - self.trace_ttl_s * 1000.0
             commands.command("ZADD", index_key, *index)
+        if noted.is_indexed:
+            oldest_ms = time.time() * 1000.0 - self.trace_ttl_s * 1000.0
             commands.command("ZREMRANGEBYSCORE", index_key, "-inf", f"({oldest_ms:.3f}")
             commands.command("ZREMRANGEBYRANK", index_key, "0", str(-(keys.INDEX_MAX_ENTRIES + 1)))
-        # Summing is CPU work too: a chunk at a time, each bounded like a slice. The
-        # increments of two chunks add up in Redis as one chunk's would.
-        for first in range(0, len(aggregated), _AGGREGATE_CHUNK):
-            if first:
-                yield
-            chunk = aggregated[first : first + _AGGREGATE_CHUNK]
-            for command in aggregate_commands(chunk, prefix=prefix, ttl_s=self.aggregate_ttl_s):
-                commands.command(*command)
 
     async def shutdown(self) -> None:
         """Close the connection pool this exporter made (a given client stays open)."""
@@ -407,18 +411,30 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _end_part(
+    commands: _Commands, end_part: Callable[[], None], index_key: str, noted: _BatchIndex
+) -> None:
+    """End a guarded part, followed by the index entries of its local roots (the
+    index ZADD is idempotent: it goes plainly, after the part that wrote the lists)."""
+    end_part()
+    if noted.index:
+        commands.command("ZADD", index_key, *noted.index)
+        noted.index = []
+
+
 class _BatchIndex:
     """Encodes a batch's spans and notes what they add to the slow set, the error-day
     sets and the trace index (local roots and error spans)."""
 
-    __slots__ = ("admit", "errors_by_day", "index", "slow", "threshold")
+    __slots__ = ("admit", "errors_by_day", "index", "is_indexed", "slow", "threshold")
 
     def __init__(self, slow_threshold_ms: float, cap: TraceSpanCap) -> None:
         self.threshold = slow_threshold_ms
         self.admit = cap.admit
         self.slow: dict[str, float] = {}
         self.errors_by_day: dict[str, set[str]] = {}
-        self.index: list[str] = []  # score, entry, score, entry, ...
+        self.index: list[str] = []  # score, entry, score, entry, ... (not yet added)
+        self.is_indexed = False  # whether the batch added any index entry
 
     def encode(self, span: Span) -> str | None:
         """The span's JSON, or None when it is not stored: a span of an unsampled
@@ -444,19 +460,12 @@ class _BatchIndex:
         if is_error:
             self.errors_by_day.setdefault(utc_day(span.start_time), set()).add(trace_id)
         self.index += (score, index_entry)
+        self.is_indexed = True
         return entry
 
 
 def _first_of(failures: list[Exception]) -> tuple[int, str]:
-    return len(failures), _error_text(failures[0]) if failures else ""
-
-
-def _error_text(exc: Exception) -> str:
-    """An error reply as one line: redis-py's class for it names the Redis error code
-    it strips (``OutOfMemoryError`` for OOM, ``ReadOnlyError`` for READONLY); where
-    a script raised it, Redis's note of the script's hash is left out."""
-    text = str(exc).split(" script: ", 1)[0]
-    return f"{type(exc).__name__}: {text}"
+    return len(failures), error_text(failures[0]) if failures else ""
 
 
 def _speaks_packed_resp(client: object) -> bool:
@@ -488,89 +497,52 @@ class _Commands(Protocol):
 
 class _PackedCommands:
     """Commands written straight into RESP text: arrays of bulk strings, the bytes
-    redis-py would send for them. ``take()`` hands over what was added so far.
+    redis-py would send for them. ``take()`` hands over what was added so far."""
 
-    ``as_arguments`` writes each command as arguments of the guarded script instead
-    (its argument count, then its arguments, all bulk strings), for ``script()``.
-    """
+    __slots__ = ("_parts", "_ttl_bulk", "count")
 
-    __slots__ = ("_as_arguments", "_parts", "_three", "_ttl_bulk", "arguments", "count")
-
-    def __init__(self, trace_ttl_s: int, *, as_arguments: bool = False) -> None:
+    def __init__(self, trace_ttl_s: int) -> None:
         self._parts: list[str] = []
-        self._ttl_bulk = _bulk(str(trace_ttl_s))
-        self._as_arguments = as_arguments
-        self._three = self._header(3)
+        self._ttl_bulk = bulk(str(trace_ttl_s))
         self.count = 0  # commands
-        self.arguments = 0  # bulk strings, in argument form
-
-    def _header(self, size: int) -> str:
-        """What precedes a command of ``size`` arguments, and counts them."""
-        if self._as_arguments:
-            return _bulk(str(size))
-        return f"*{size}\r\n"
 
     def rpush(self, key: str, entries: list[str]) -> None:
-        if len(entries) > _MAX_COMMAND_ARGUMENTS:
-            for first in range(0, len(entries), _MAX_COMMAND_ARGUMENTS):
-                self.rpush(key, entries[first : first + _MAX_COMMAND_ARGUMENTS])
-        elif entries:
-            self._parts.append(f"{self._header(len(entries) + 2)}$5\r\nRPUSH\r\n{_bulk(key)}")
-            self._parts.append(_bulks(entries))
+        if entries:
+            self._parts.append(f"*{len(entries) + 2}\r\n$5\r\nRPUSH\r\n{bulk(key)}")
+            self._parts.append(bulks(entries))
             self.count += 1
-            self.arguments += len(entries) + 3
 
     def rpush_and_expire(self, key: str, entries: list[str]) -> None:
-        key_bulk = _bulk(key)
-        if len(entries) > _MAX_COMMAND_ARGUMENTS:
-            self.rpush(key, entries)
-            entries = []
+        key_bulk = bulk(key)
         if entries:
             self._parts.append(
-                f"{self._header(len(entries) + 2)}$5\r\nRPUSH\r\n{key_bulk}{_bulks(entries)}"
-                f"{self._three}$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}"
+                f"*{len(entries) + 2}\r\n$5\r\nRPUSH\r\n{key_bulk}{bulks(entries)}"
+                f"*3\r\n$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}"
             )
             self.count += 2
-            self.arguments += len(entries) + 7
         else:
-            self._parts.append(f"{self._three}$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}")
+            self._parts.append(f"*3\r\n$6\r\nEXPIRE\r\n{key_bulk}{self._ttl_bulk}")
             self.count += 1
-            self.arguments += 4
 
     def rpush_one_and_expire(self, key: str, entry: str) -> None:
         if key.isascii() and entry.isascii():
             size = len(key)
-            three = self._three
             self._parts.append(
-                f"{three}$5\r\nRPUSH\r\n${size}\r\n{key}\r\n${len(entry)}\r\n{entry}\r\n"
-                f"{three}$6\r\nEXPIRE\r\n${size}\r\n{key}\r\n{self._ttl_bulk}"
+                f"*3\r\n$5\r\nRPUSH\r\n${size}\r\n{key}\r\n${len(entry)}\r\n{entry}\r\n"
+                f"*3\r\n$6\r\nEXPIRE\r\n${size}\r\n{key}\r\n{self._ttl_bulk}"
             )
             self.count += 2
-            self.arguments += 8
         else:
             self.rpush_and_expire(key, [entry])
 
     def command(self, *arguments: str) -> None:
-        if len(arguments) > _MAX_COMMAND_ARGUMENTS:
-            for part in _split_long(arguments):
-                self.command(*part)
-            return
-        self._parts.append(f"{self._header(len(arguments))}{_bulks(arguments)}")
+        self._parts.append(f"*{len(arguments)}\r\n{bulks(arguments)}")
         self.count += 1
-        self.arguments += len(arguments) + 1
 
     def take(self) -> bytes:
         text = "".join(self._parts)
         self._parts.clear()
-        return text.encode("utf-8", _ENCODING_ERRORS)
-
-    def script(self, guard_key: str, guard_ttl_s: int) -> bytes:
-        """One EVAL of ``_GUARDED_BATCH`` with every command added (argument form)."""
-        head = (
-            f"*{5 + self.arguments}\r\n$4\r\nEVAL\r\n{_bulk(_GUARDED_BATCH)}$1\r\n1\r\n"
-            f"{_bulk(guard_key)}{_bulk(str(guard_ttl_s))}"
-        )
-        return head.encode("utf-8", _ENCODING_ERRORS) + self.take()
+        return text.encode("utf-8", ENCODING_ERRORS)
 
 
 def batch_id(spans: Sequence[Span]) -> str:
@@ -579,37 +551,6 @@ def batch_id(spans: Sequence[Span]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update("".join([span.trace_id + span.span_id for span in spans]).encode())
     return digest.hexdigest()
-
-
-def _split_long(arguments: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    """A key-and-members command too long for one script call, in parts (RPUSH, SADD:
-    members; ZADD [GT]: score and member pairs). Any other command is left whole."""
-    name = arguments[0]
-    if name in ("RPUSH", "SADD"):
-        head, step = 2, 1
-    elif name == "ZADD":
-        head, step = (3 if arguments[2] == "GT" else 2), 2
-    else:
-        yield arguments
-        return
-    size = _MAX_COMMAND_ARGUMENTS - _MAX_COMMAND_ARGUMENTS % 2
-    size -= size % step
-    for first in range(head, len(arguments), size):
-        yield (*arguments[:head], *arguments[first : first + size])
-
-
-def _bulk(text: str) -> str:
-    size = len(text) if text.isascii() else len(text.encode("utf-8", _ENCODING_ERRORS))
-    return f"${size}\r\n{text}\r\n"
-
-
-def _bulks(texts: Sequence[str]) -> str:
-    """``texts`` as consecutive bulk strings."""
-    # isascii() is O(1) in CPython, and then characters are bytes: _bulk's work
-    # without a call per text (span JSON and aggregate fields are nearly all ASCII).
-    return "".join(
-        [f"${len(text)}\r\n{text}\r\n" if text.isascii() else _bulk(text) for text in texts]
-    )
 
 
 class _PipelinedCommands:
@@ -638,7 +579,7 @@ class _PipelinedCommands:
         # Arguments go as bytes, encoded as the packed transport encodes them; the
         # name stays a str, which cluster pipelines route by.
         self._pipe.execute_command(
-            name, *(argument.encode("utf-8", _ENCODING_ERRORS) for argument in rest)
+            name, *(argument.encode("utf-8", ENCODING_ERRORS) for argument in rest)
         )
         self.count += 1
 
@@ -673,37 +614,30 @@ async def _pooled_connection(pool: ConnectionPool) -> AsyncIterator[Any]:
 
 
 async def _write_guarded(
-    pool: ConnectionPool,
-    commands: _PackedCommands,
-    slices: Iterator[None],
-    guard_key: str,
-    timeout_s: float,
+    pool: ConnectionPool, commands: GuardedCommands, slices: Iterator[None], timeout_s: float
 ) -> tuple[int, str]:
-    """Encode ``commands`` (letting the loop run between ``slices``), then send them
-    as one guarded EVAL and read its one reply: (commands that failed, the first
-    failure's text). A batch the guard says was written is (0, "").
+    """Write the guarded parts of ``commands`` as ``slices`` makes them (letting the
+    loop run between slices), then the last part and the plain commands, then read
+    every reply: (commands that failed, the first failure's text). Parts an earlier
+    try of the batch wrote count as written.
 
     Everything, taking the connection included, happens within ``timeout_s``
     (``TimeoutError`` otherwise): a Redis that accepts TCP but never answers would
     otherwise hold the export worker forever.
     """
-    async with asyncio.timeout(timeout_s):
+    async with asyncio.timeout(timeout_s), _pooled_connection(pool) as connection:
         for _ in slices:
+            ready = commands.take_ready()
+            if ready:
+                # The pool checked the connection when handing it out; a health-check
+                # PING here would cost a second round trip after an idle spell.
+                await connection.send_packed_command(ready, check_health=False)
             await asyncio.sleep(0)
-        payload = commands.script(guard_key, keys.BATCH_GUARD_TTL_S)
-        async with _pooled_connection(pool) as connection:
-            await connection.send_packed_command(payload, check_health=False)
-            try:
-                reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
-            except ResponseError as exc:
-                # The script did not run (the guard's SET was refused: out of
-                # memory, read-only replica): nothing of the batch was written.
-                return commands.count, _error_text(exc)
-    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], int):
-        first = reply[1]
-        text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
-        return reply[0], text
-    return 0, ""  # 0: written before, by the first try of this batch
+        last = commands.finish()
+        if last:
+            await connection.send_packed_command(last, check_health=False)
+        replies = await _read_replies(connection, commands.replies)
+    return commands.outcome(replies)
 
 
 async def _write_packed(
@@ -727,11 +661,12 @@ async def _write_packed(
                 written_at = clock()
             await asyncio.sleep(0)
         await connection.send_packed_command(commands.take(), check_health=False)
-        return await _read_replies(connection, commands.count)
+        replies = await _read_replies(connection, commands.count)
+    return [reply for reply in replies if isinstance(reply, Exception)]
 
 
-async def _read_replies(connection: Any, count: int) -> list[Exception]:
-    """Read ``count`` replies and return those that are errors.
+async def _read_replies(connection: Any, count: int) -> list[Any]:
+    """Read ``count`` replies, an error reply as its exception, in order.
 
     The first reply, the one that waits for Redis, goes through redis-py's
     ``read_response``. The others are mostly in the buffer by then: with redis-py's
@@ -739,23 +674,19 @@ async def _read_replies(connection: Any, count: int) -> list[Exception]:
     of three coroutine calls each through ``read_response`` (about a tenth of the
     export's CPU). Any other parser gets ``read_response`` for every reply.
     """
-    failures: list[Exception] = []
+    replies: list[Any] = []
     if count == 0:
-        return failures
-    try:
-        # math.inf: no timer per reply (the batch's timeout bounds them all).
-        await connection.read_response(disable_decoding=True, timeout=math.inf)
-    except ResponseError as exc:
-        failures.append(exc)
+        return replies
+    await _read_each(connection, 1, replies)
     hiredis_parser = _hiredis_parser_of(connection)
     if hiredis_parser is None:
-        await _read_each(connection, count - 1, failures)
+        await _read_each(connection, count - 1, replies)
     else:
-        await _read_buffered(hiredis_parser, count - 1, failures)
-    return failures
+        await _read_buffered(hiredis_parser, count - 1, replies)
+    return replies
 
 
-async def _read_each(connection: Any, count: int, failures: list[Exception]) -> None:
+async def _read_each(connection: Any, count: int, replies: list[Any]) -> None:
     clock = time.perf_counter
     deadline = clock() + _SLICE_S
     for number in range(count):
@@ -763,12 +694,14 @@ async def _read_each(connection: Any, count: int, failures: list[Exception]) -> 
             await asyncio.sleep(0)
             deadline = clock() + _SLICE_S
         try:
-            await connection.read_response(disable_decoding=True, timeout=math.inf)
+            # math.inf: no timer per reply (the batch's timeout bounds them all).
+            reply = await connection.read_response(disable_decoding=True, timeout=math.inf)
         except ResponseError as exc:
-            failures.append(exc)
+            reply = exc
+        replies.append(reply)
 
 
-async def _read_buffered(parser: Any, count: int, failures: list[Exception]) -> None:
+async def _read_buffered(parser: Any, count: int, replies: list[Any]) -> None:
     """``_read_each`` on redis-py's hiredis parser, whose reader hands back a reply,
     an error reply as an exception instance (``parse_error``), a RESP3 push message,
     or its ``NOT_ENOUGH_DATA`` marker."""
@@ -784,12 +717,11 @@ async def _read_buffered(parser: Any, count: int, failures: list[Exception]) -> 
         reply = gets(False)  # False: bytes stay undecoded, as disable_decoding=True
         if reply is not_enough_data or type(reply) is push_type:
             reply = await _wait_for_reply(parser, push_type)
-        if isinstance(reply, Exception):
-            # As read_response: a connection-level error (LOADING, max clients, auth)
-            # is raised; an error about one command is that command's failure.
-            if isinstance(reply, RedisConnectionError):
-                raise reply
-            failures.append(reply)
+        # As read_response: a connection-level error (LOADING, max clients, auth) is
+        # raised; an error about one command is that command's reply.
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        replies.append(reply)
 
 
 async def _wait_for_reply(parser: Any, push_type: type) -> Any:

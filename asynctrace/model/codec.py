@@ -17,6 +17,7 @@ import orjson
 from asynctrace.ids import is_valid_span_id, is_valid_trace_id
 from asynctrace.model.span import (
     _FAST_MS_LIMIT,
+    ROUNDER,
     Limits,
     Span,
     SpanDecodeError,
@@ -51,12 +52,14 @@ def encode_span(span: Span) -> str:
     hold.
     """
     try:
-        text = _encode_span_fast(span)
+        fields = _span_fields(span)
+        if fields is not None:
+            # orjson refuses lone surrogates, so a fast text never holds one: only the
+            # reference path replaces them.
+            return _dumps(fields).decode()
     except Exception:
-        text = None  # an unusual value: the reference path encodes it, or raises
-    # orjson refuses lone surrogates, so a fast text never holds one: only the
-    # reference path replaces them.
-    return text if text is not None else _encode_span_reference(span)
+        pass  # an unusual value: the reference path encodes it, or raises
+    return _encode_span_reference(span)
 
 
 def _encode_span_reference(span: Span) -> str:
@@ -99,6 +102,7 @@ def _span_fields(span: Span) -> dict[str, Any] | None:
         return None
     logs = span._logs
     # round_ms inlined for the three times: this runs for every exported span.
+    rounder = ROUNDER
     return {
         "traceId": span.trace_id,
         "spanId": span.span_id,
@@ -106,9 +110,9 @@ def _span_fields(span: Span) -> dict[str, Any] | None:
         "service": span.service,
         "operation": span.operation,
         "kind": span.kind,
-        "startTime": round(start * 1000.0) / 1000.0,
-        "endTime": round(end * 1000.0) / 1000.0,
-        "duration": round(duration * 1000.0) / 1000.0,
+        "startTime": (start * 1000.0 + rounder - rounder) / 1000.0,
+        "endTime": (end * 1000.0 + rounder - rounder) / 1000.0,
+        "duration": (duration * 1000.0 + rounder - rounder) / 1000.0,
         "status": span.status,
         "tags": span._tags or {},
         "logs": _logs_fields(logs) if logs else [],
@@ -127,11 +131,6 @@ def _logs_fields(logs: list[SpanLog]) -> list[dict[str, Any]]:
         }
         for log in logs
     ]
-
-
-def _encode_span_fast(span: Span) -> str | None:
-    fields = _span_fields(span)
-    return None if fields is None else _dumps(fields).decode()
 
 
 def encode_indexed_span(span: Span) -> tuple[str, str, str]:

@@ -46,6 +46,10 @@ __all__ = [
 # to three places (dtoa's big-number division): 6-9 % fewer instructions per exported
 # span (python -m benchmarks.instructions export).
 _FAST_MS_LIMIT = 2.0**42
+# Adding 2**52 to a float in [0, 2**52) and taking it off again rounds it to an
+# integer, ties to even, in two float operations: what round() gives, as a float,
+# without making an int (a third of the instructions of round(value * 1000) / 1000).
+ROUNDER = 2.0**52
 
 
 def round_ms(value: float) -> float:
@@ -55,7 +59,7 @@ def round_ms(value: float) -> float:
     ``round(value, 3)`` only on a tie in the last place; ``round(value, 3)`` otherwise.
     """
     if type(value) is float and 0.0 <= value < _FAST_MS_LIMIT:
-        return round(value * 1000.0) / 1000.0
+        return (value * 1000.0 + ROUNDER - ROUNDER) / 1000.0
     return round(value, 3)
 
 
