@@ -31,7 +31,7 @@ __all__ = ["GUARDED_WRITES", "MAX_LIST_ENTRIES", "PART_SPANS", "GuardedCommands"
 
 # Spans (counted by whole traces) after which a part ends. Each part costs Redis a
 # script call and a guard key (about 10 us): 64 spans make it a few percent.
-PART_SPANS = 64
+PART_SPANS = 32
 # Lua's unpack() takes at most about 8,000 values: a longer list write is split.
 MAX_LIST_ENTRIES = 4000
 

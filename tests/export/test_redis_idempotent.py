@@ -4,12 +4,16 @@ per-hour aggregates stay exact and list entries are not doubled (issue 16, item 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from asynctrace import keys
 from asynctrace.export import ExportQueue, RedisExporter
+from asynctrace.export._guarded import PART_SPANS, GuardedCommands
 from asynctrace.export.redis_exporter import batch_id
 from asynctrace.model import Span
 from asynctrace.testing import RedisServer
@@ -69,14 +73,15 @@ async def test_the_same_batch_written_twice_counts_once(redis_url: str) -> None:
         await client.aclose()
 
 
+@pytest.mark.parametrize("batch_size", [25, 100], ids=["one part", "several parts"])
 async def test_a_retry_after_a_lost_reply_is_not_counted_twice(
-    redis_server: RedisServer, redis_url: str
+    redis_server: RedisServer, redis_url: str, batch_size: int
 ) -> None:
     spans = server_spans(101)
     client = aioredis.Redis.from_url(redis_url)
     async with RedisProxy(redis_server.port) as proxy:
         exporter = RedisExporter(proxy.url, timeout_s=0.3)
-        queue = ExportQueue(exporter, batch_size=25, max_in_flight=1)
+        queue = ExportQueue(exporter, batch_size=batch_size, max_in_flight=1)
         queue.append(spans[0])
         try:
             assert await queue.flush()  # a connection, handshake done, in the pool
@@ -85,7 +90,8 @@ async def test_a_retry_after_a_lost_reply_is_not_counted_twice(
                 queue.append(span)
             assert not await queue.flush(timeout_s=5)  # the reply is lost: retried
             assert queue.stats().queued == 100
-            assert await counted(client) == (26, 26)  # yet Redis applied the batch
+            # Yet Redis applied the first batch (its several parts, when it has them).
+            assert await counted(client) == (1 + batch_size, 1 + batch_size)
             proxy.drop_replies = False
             async with asyncio.timeout(10):
                 assert await queue.flush()
@@ -124,3 +130,46 @@ async def test_commands_longer_than_a_script_call_takes_are_split(redis_url: str
     finally:
         await exporter.shutdown()
         await client.aclose()
+
+
+def guard_keys(spans: list[Span]) -> list[str]:
+    """The guard keys of one export of ``spans``, in the order they are written."""
+    exporter = RedisExporter("redis://127.0.0.1:1")  # never connects
+    guarded = GuardedCommands(exporter.trace_ttl_s, batch_id(spans), prefix=exporter.prefix)
+    written = [
+        guarded.take_ready() for _ in exporter._fill(guarded, spans, end_part=guarded.end_part)
+    ]
+    written.append(guarded.finish())
+    return re.findall(rb"trace:batch:[0-9a-f]{32}", b"".join(written))
+
+
+def test_a_batch_is_cut_into_the_same_parts_on_every_try() -> None:
+    spans = server_spans(3 * PART_SPANS + 5)
+    first_try = guard_keys(spans)
+    assert len(first_try) == 4  # parts of PART_SPANS spans, and the rest
+    assert first_try[0] == keys.batch_key(batch_id(spans)).encode()
+    assert len(set(first_try)) == 4
+    assert guard_keys(spans) == first_try
+    assert guard_keys(spans[1:])[0] != first_try[0]  # another batch, other guards
+
+
+def test_a_part_refused_whole_counts_all_its_commands_as_failed() -> None:
+    spans = server_spans(PART_SPANS + 1)  # two parts, then the plain commands
+    exporter = RedisExporter("redis://127.0.0.1:1")
+    guarded = GuardedCommands(exporter.trace_ttl_s, batch_id(spans), prefix=exporter.prefix)
+    for _ in exporter._fill(guarded, spans, end_part=guarded.end_part):
+        pass
+    guarded.finish()
+    replies: list[object] = [0] * guarded.replies  # every part written before: no failure
+    assert guarded.outcome(replies) == (0, "")
+    refused = ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+    replies[0] = refused  # the first part's guard could not be set: nothing of it ran
+    failed, first = guarded.outcome(replies)
+    # Part 0 holds the aggregates' increments and PART_SPANS list writes (2 commands each).
+    assert failed > 2 * PART_SPANS
+    assert first.startswith("ResponseError: OOM")
+    replies[0] = [1, b"WRONGTYPE Operation against a key holding the wrong kind of value"]
+    assert guarded.outcome(replies) == (
+        1,
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+    )
