@@ -149,9 +149,13 @@ def _is_free_port(port: int) -> bool:
 
 
 def _free_cluster_ports(count: int) -> list[int]:
-    """``count`` ports whose bus ports (port + 10000) are free too."""
+    """``count`` ports whose bus ports (port + 10000) are free too.
+
+    All below Linux's default ephemeral range (32768 and up): an ephemeral port, which
+    any connection of another process takes without asking, could otherwise take a
+    node's port or bus port between this check and the node's start."""
     found: list[int] = []
-    candidates = random.sample(range(20_000, 45_000), 2000)
+    candidates = random.sample(range(12_000, 22_700), 2000)
     for port in candidates:
         if port in found or port + _BUS_OFFSET in found or port - _BUS_OFFSET in found:
             continue
