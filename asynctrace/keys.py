@@ -35,9 +35,11 @@ after their hour ends (EXPIREAT, so rewriting an hour never extends it):
   caller's service travels in ``tracestate``).
 - ``trace:agg:{hour}:edges``: SET of the ``{pair}`` members of the hour's edges.
 
-- ``trace:batch:{id}``: STRING, set (NX) by the write of one batch of spans, so a
-  retry of a batch Redis already applied (its reply was lost) is skipped; ``{id}``
-  is 32 hex digits derived from the batch's span ids; ``BATCH_GUARD_TTL_S`` (1 h).
+- ``trace:batch:{id}``: STRING, set (NX) by the write of one part of a batch of
+  spans (about 32 spans, ``export/_guarded.py``), so a retry of a part Redis already
+  applied (its reply was lost) is skipped; ``{id}`` is 32 hex digits derived from
+  the batch's span ids (the first part's is the batch's id itself) and the part's
+  number; ``BATCH_GUARD_TTL_S`` (1 h).
 
 Every command touches one key. Braces in names are written as the JSON escapes
 ``\u007b``/``\u007d`` so that Redis Cluster never reads part of a name as a hash tag

@@ -110,11 +110,12 @@ class RedisExporter:
     changes (asyncio connections belong to one loop). Connection failures are raised
     as builtin ``ConnectionError`` so the queue retries the batch.
 
-    With ``idempotent`` (the default), each batch is written by one guarded script
-    that a retry of the same batch finds already done (``keys.batch_key``); False
-    streams the commands unguarded instead, at less CPU per span, and a retry after
-    a lost reply can then count a batch twice. Clients the exporter cannot pack for
-    (fakeredis, clusters) are written unguarded either way.
+    With ``idempotent`` (the default), a batch's list writes and increments go in
+    guarded scripts, one per part of the batch, that a retry of the same batch finds
+    already done (``_guarded.py``, ``keys.batch_key``); False streams every command
+    unguarded, and a retry after a lost reply can then count a batch twice. Clients
+    the exporter cannot pack for (fakeredis, clusters) are written unguarded either
+    way.
 
     It also writes the per-hour aggregates (``aggregates.py``), which count every
     request, sampled or not: ``accepts_unsampled`` tells the tracer to queue the
