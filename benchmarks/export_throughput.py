@@ -30,7 +30,6 @@ from redis.asyncio.connection import Connection, ConnectionPool
 import asynctrace
 from asynctrace import keys
 from asynctrace.export import ExportQueue, RedisExporter, redis_exporter
-from asynctrace.export._guarded import GuardedCommands
 from asynctrace.model import Span
 from asynctrace.testing import RedisServer
 from asynctrace.tracer import reset_tracer
@@ -85,13 +84,8 @@ def _made_batches(exporter: RedisExporter, spans: Sequence[Span]) -> list[tuple[
     """Each batch's commands as the (guarded) exporter makes them: (bytes, replies)."""
     made = []
     for start in range(0, len(spans), BATCH):
-        batch = spans[start : start + BATCH]
-        guarded = GuardedCommands(
-            exporter.trace_ttl_s, redis_exporter.batch_id(batch), prefix=exporter.prefix
-        )
-        writes = [
-            guarded.take_ready() for _ in exporter._fill(guarded, batch, end_part=guarded.end_part)
-        ]
+        guarded, slices = exporter._guarded(spans[start : start + BATCH])
+        writes = [guarded.take_ready() for _ in slices]
         writes.append(guarded.finish())
         made.append((b"".join(writes), guarded.replies))
     return made

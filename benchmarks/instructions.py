@@ -112,7 +112,6 @@ def _middleware_case(variant: str, iterations: int) -> None:
 
 def _export_case(variant: str, iterations: int) -> None:
     from asynctrace.export import redis_exporter
-    from asynctrace.export._guarded import GuardedCommands
     from asynctrace.export.aggregates import aggregate_commands
     from asynctrace.model import encode_indexed_span, encode_span
     from benchmarks.workload import finished_spans
@@ -137,10 +136,8 @@ def _export_case(variant: str, iterations: int) -> None:
         elif part == "aggregates":
             aggregate_commands(batch)
         else:
-            guarded = GuardedCommands(
-                exporter.trace_ttl_s, redis_exporter.batch_id(batch), prefix=exporter.prefix
-            )
-            for _ in exporter._fill(guarded, batch, end_part=guarded.end_part):
+            guarded, slices = exporter._guarded(batch)
+            for _ in slices:
                 guarded.take_ready()
             guarded.finish()
         remaining -= len(batch)

@@ -225,8 +225,7 @@ class RedisExporter:
                 )
                 failed, first_failure = _first_of(failures)
             elif _speaks_packed_resp(client) and self.is_idempotent:
-                guarded = GuardedCommands(self.trace_ttl_s, batch_id(spans), prefix=self.prefix)
-                slices = self._fill(guarded, spans, end_part=guarded.end_part)
+                guarded, slices = self._guarded(spans)
                 failed, first_failure = await _write_guarded(
                     client.connection_pool, guarded, slices, self.timeout_s
                 )
@@ -273,6 +272,11 @@ class RedisExporter:
             raise RedisCommandError(
                 f"{failed} of {count} Redis commands failed, first: {first_failure}"
             )
+
+    def _guarded(self, spans: Sequence[Span]) -> tuple[GuardedCommands, Iterator[None]]:
+        """The guarded commands of ``spans``, and the slices that fill them."""
+        guarded = GuardedCommands(self.trace_ttl_s, batch_id(spans), prefix=self.prefix)
+        return guarded, self._fill(guarded, spans, end_part=guarded.end_part)
 
     def _fill(
         self,
@@ -338,13 +342,7 @@ class RedisExporter:
                 entry = encode(first_span)
                 if entry is not None:
                     commands.rpush_one_and_expire(key, entry)
-                if end_part is not None:
-                    in_part += 1
-                    if in_part >= PART_SPANS:
-                        _end_part(commands, end_part, index_key, noted)
-                        in_part = 0
-                if unchecked < _CHECK_EVERY:
-                    continue
+                in_part += 1
             else:
                 entries: list[str] = []
                 is_stored = False
@@ -361,11 +359,12 @@ class RedisExporter:
                         deadline = clock() + _SLICE_S
                 if is_stored:
                     commands.rpush_and_expire(key, entries)
-                if end_part is not None:
-                    in_part += 1 + len(others)
-                    if in_part >= PART_SPANS:
-                        _end_part(commands, end_part, index_key, noted)
-                        in_part = 0
+                in_part += 1 + len(others)
+            if end_part is not None and in_part >= PART_SPANS:
+                _end_part(commands, end_part, index_key, noted)
+                in_part = 0
+            if others is None and unchecked < _CHECK_EVERY:
+                continue
             unchecked = 0
             if clock() >= deadline:
                 yield

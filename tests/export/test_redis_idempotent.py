@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from asynctrace import keys
 from asynctrace.export import ExportQueue, RedisExporter
-from asynctrace.export._guarded import PART_SPANS, GuardedCommands
+from asynctrace.export._guarded import PART_SPANS
 from asynctrace.export.redis_exporter import batch_id
 from asynctrace.model import Span
 from asynctrace.testing import RedisServer
@@ -132,13 +132,11 @@ async def test_commands_longer_than_a_script_call_takes_are_split(redis_url: str
         await client.aclose()
 
 
-def guard_keys(spans: list[Span]) -> list[str]:
+def guard_keys(spans: list[Span]) -> list[bytes]:
     """The guard keys of one export of ``spans``, in the order they are written."""
     exporter = RedisExporter("redis://127.0.0.1:1")  # never connects
-    guarded = GuardedCommands(exporter.trace_ttl_s, batch_id(spans), prefix=exporter.prefix)
-    written = [
-        guarded.take_ready() for _ in exporter._fill(guarded, spans, end_part=guarded.end_part)
-    ]
+    guarded, slices = exporter._guarded(spans)
+    written = [guarded.take_ready() for _ in slices]
     written.append(guarded.finish())
     return re.findall(rb"trace:batch:[0-9a-f]{32}", b"".join(written))
 
@@ -156,8 +154,8 @@ def test_a_batch_is_cut_into_the_same_parts_on_every_try() -> None:
 def test_a_part_refused_whole_counts_all_its_commands_as_failed() -> None:
     spans = server_spans(PART_SPANS + 1)  # two parts, then the plain commands
     exporter = RedisExporter("redis://127.0.0.1:1")
-    guarded = GuardedCommands(exporter.trace_ttl_s, batch_id(spans), prefix=exporter.prefix)
-    for _ in exporter._fill(guarded, spans, end_part=guarded.end_part):
+    guarded, slices = exporter._guarded(spans)
+    for _ in slices:
         pass
     guarded.finish()
     replies: list[object] = [0] * guarded.replies  # every part written before: no failure
